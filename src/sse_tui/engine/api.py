@@ -1,0 +1,46 @@
+"""The small command API through which a view (TUI, headless) drives a running engine.
+
+Implementations must be safe to call from a thread other than the engine's own loop.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from sse_tui.settings import Settings
+from sse_tui.snapshot import StatsSnapshot
+
+
+class EngineHandle(Protocol):
+    @property
+    def settings(self) -> Settings:
+        """The settings in force now, live changes included."""
+        ...
+
+    def start(self) -> None:
+        """Start the run (returns at once; the engine runs off the caller's loop)."""
+
+    def snapshot(self) -> StatsSnapshot:
+        """An immutable snapshot of everything measured so far."""
+        ...
+
+    def set_conversations(self, n: int) -> None:
+        """Change how many conversations are live at once; starts a new stats phase."""
+
+    def set_delay(self, delay_ms: float) -> None:
+        """Change the delay between tokens; starts a new stats phase."""
+
+    def pause(self) -> None:
+        """Stop starting conversations and publishing tokens; streams stay open."""
+
+    def resume(self) -> None: ...
+
+    def stop(self) -> None:
+        """Ask the run to end: stop publishing, drain in-flight tokens, finish. Returns at once."""
+
+    def join(self, timeout: float | None = None) -> StatsSnapshot:
+        """Wait until the run has finished and return its final snapshot."""
+        ...
+
+    def restart(self, settings: Settings | None = None) -> None:
+        """Start a new run (after the previous one finished) with these or the current settings."""

@@ -1,0 +1,201 @@
+"""Load settings: the values an operator sets, saves as TOML and loads back.
+
+`Settings` is what the engine runs with. The live-changeable part (conversations, delay)
+is changed through the engine's control API, which records each change as a new phase.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Literal
+
+Mode = Literal["producer", "consumer", "both"]
+MODES: tuple[Mode, ...] = ("producer", "consumer", "both")
+TRANSPORTS = ("raw", "httpx")
+
+
+class UsageError(Exception):
+    """Bad input from the operator: the message is one line saying what is wrong and what to do."""
+
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
+_UNIT_SECONDS = {
+    "ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0,
+}
+
+
+def parse_duration(text: str) -> float:
+    """Parse a Go duration (`500ms`, `30s`, `1h30m`, `0`) into seconds.
+
+    A bare number is taken as seconds, which is what people type in TOML files.
+    """
+    s = text.strip()
+    if not s:
+        raise UsageError("empty duration: use a Go duration such as 500ms, 30s, 5m or 1h30m")
+    try:
+        value = float(s)
+    except ValueError:
+        pass
+    else:
+        if value < 0:
+            raise UsageError(f"negative duration {text!r}: use 0 for one round, or e.g. 30s")
+        return value
+    pos = 0
+    total = 0.0
+    sign = 1.0
+    if s[0] in "+-":
+        sign = -1.0 if s[0] == "-" else 1.0
+        pos = 1
+    if pos == len(s):
+        raise UsageError(
+            f"invalid duration {text!r}: use a Go duration such as 500ms, 30s or 1h30m"
+        )
+    while pos < len(s):
+        m = _DURATION_PART.match(s, pos)
+        if not m:
+            raise UsageError(
+                f"invalid duration {text!r}: use a Go duration such as 500ms, 30s, 5m or 1h30m"
+            )
+        total += float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
+        pos = m.end()
+    if sign < 0 and total > 0:
+        raise UsageError(f"negative duration {text!r}: use 0 for one round, or e.g. 30s")
+    return total
+
+
+def format_duration(seconds: float) -> str:
+    """The inverse of parse_duration for saving: `90` -> `1m30s`, `0.5` -> `500ms`."""
+    if seconds == 0:
+        return "0s"
+    if seconds < 1:
+        ms = seconds * 1000
+        return f"{ms:g}ms"
+    whole = int(seconds)
+    frac = seconds - whole
+    h, rest = divmod(whole, 3600)
+    m, s = divmod(rest, 60)
+    out = ""
+    if h:
+        out += f"{h}h"
+    if m:
+        out += f"{m}m"
+    if s or frac or not out:
+        out += f"{s + frac:g}s"
+    return out
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the engine needs to run. Defaults are the original Go tool's."""
+
+    mode: Mode = "both"
+    redis: str = "localhost:6379"
+    sse: str = "http://localhost:8080"
+    conversations: int = 5
+    tokens: int = 50
+    delay_ms: float = 50.0
+    duration_s: float = 30.0
+    run_id: str = field(default_factory=lambda: str(time.time_ns()))
+    channel_prefix: str = "llm:tokens:"
+    transport: str = "raw"
+    # After publishing stops, how long in-flight tokens may still arrive before counting as missing.
+    grace_s: float = 2.0
+
+    def validated(self) -> Settings:
+        """Return self, or raise UsageError naming the first bad value."""
+        if self.mode not in MODES:
+            raise UsageError(f"invalid mode {self.mode!r}: use producer, consumer or both")
+        if self.conversations < 1:
+            raise UsageError(f"conversations must be at least 1, got {self.conversations}")
+        if self.tokens < 1:
+            raise UsageError(f"tokens must be at least 1, got {self.tokens}")
+        if self.delay_ms < 0:
+            raise UsageError(f"delay must be 0 or more milliseconds, got {self.delay_ms:g}")
+        if self.duration_s < 0:
+            raise UsageError("duration must be 0 (one round) or positive, e.g. 30s")
+        if self.transport not in TRANSPORTS:
+            raise UsageError(f"invalid transport {self.transport!r}: use raw or httpx")
+        if self.grace_s < 0:
+            raise UsageError("grace must be 0 or more seconds")
+        if not self.run_id or any(c in self.run_id for c in " /*?[]"):
+            raise UsageError(f"invalid run id {self.run_id!r}: use letters, digits, - and _")
+        if self.mode in ("producer", "both") or self.redis:
+            redis_url(self.redis)  # raises on nonsense
+        if self.mode in ("consumer", "both"):
+            sse_base(self.sse)
+        return self
+
+    def with_changes(self, **changes: Any) -> Settings:
+        return replace(self, **changes)
+
+    def conversation_id(self, n: int) -> str:
+        """`loadtest-<run-id>-<n>`: a producer and a consumer given the same run id line up."""
+        return f"loadtest-{self.run_id}-{n}"
+
+    def to_toml_dict(self) -> dict[str, Any]:
+        """The TOML form: the same keys as the flags, durations as Go strings."""
+        return {
+            "mode": self.mode,
+            "redis": self.redis,
+            "sse": self.sse,
+            "conversations": self.conversations,
+            "tokens": self.tokens,
+            "delay": _int_if_whole(self.delay_ms),
+            "duration": format_duration(self.duration_s),
+            "run_id": self.run_id,
+            "channel_prefix": self.channel_prefix,
+            "transport": self.transport,
+            "grace": format_duration(self.grace_s),
+        }
+
+    def summary_dict(self) -> dict[str, Any]:
+        """The `settings` object of the JSON summary."""
+        d = asdict(self)
+        return {
+            "mode": d["mode"],
+            "redis": d["redis"],
+            "sse": d["sse"],
+            "conversations": d["conversations"],
+            "tokens": d["tokens"],
+            "delay_ms": d["delay_ms"],
+            "duration_s": d["duration_s"],
+            "run_id": d["run_id"],
+            "channel_prefix": d["channel_prefix"],
+            "transport": d["transport"],
+        }
+
+
+def _int_if_whole(x: float) -> int | float:
+    return int(x) if float(x).is_integer() else x
+
+
+def redis_url(address: str) -> str:
+    """`host:port`, `host` or a redis:// / rediss:// / unix:// URL -> a URL redis-py accepts."""
+    a = address.strip()
+    if not a:
+        raise UsageError("empty redis address: use host:port or redis://host:port")
+    if "://" in a:
+        scheme = a.split("://", 1)[0].lower()
+        if scheme not in ("redis", "rediss", "unix"):
+            raise UsageError(f"invalid redis address {address!r}: use host:port or redis://host:port")
+        return a
+    host, sep, port = a.rpartition(":")
+    if not sep:
+        return f"redis://{a}:6379"
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise UsageError(f"invalid redis port in {address!r}: use host:port, e.g. localhost:6379")
+    if not host:
+        host = "localhost"
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"redis://{host}:{port}"
+
+
+def sse_base(url: str) -> str:
+    """Validate the SSE base URL and strip a trailing slash."""
+    u = url.strip()
+    if not (u.startswith("http://") or u.startswith("https://")) or len(u.split("://", 1)[1]) == 0:
+        raise UsageError(f"invalid SSE URL {url!r}: use http://host:port, e.g. http://localhost:8080")
+    return u.rstrip("/")
