@@ -1,0 +1,285 @@
+"""The local stack: a redis-server and the reference SSE adapter, both child processes.
+
+``Sandbox`` is what the load engine uses for ``--demo``, tests and benchmarks;
+``run_sandbox`` backs the ``sse-tui sandbox`` command.
+"""
+
+from __future__ import annotations
+
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass
+from types import FrameType, TracebackType
+from typing import IO, Any, Self
+
+import orjson
+
+from sse_tui.sandbox.redis_server import RedisServer, spawn_child, stop_child
+
+_ADAPTER_START_TIMEOUT_S = 10.0
+_LISTENING_PREFIX = b"LISTENING "
+
+
+class SandboxError(RuntimeError):
+    """The local stack could not be started."""
+
+
+@dataclass
+class FaultConfig:
+    """Faults the reference adapter injects; the exact semantics are in ``adapter``'s docstring."""
+
+    drop_rate: float = 0.0
+    dup_rate: float = 0.0
+    reorder_rate: float = 0.0
+    delay_ms: float = 0.0
+    disconnect_after: int = 0
+    resume_skip_bug: bool = False
+    seed: int = 1
+
+    def __post_init__(self) -> None:
+        for name in ("drop_rate", "dup_rate", "reorder_rate"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be within [0, 1], got {value}")
+        if self.delay_ms < 0:
+            raise ValueError(f"delay_ms must be >= 0, got {self.delay_ms}")
+        if self.disconnect_after < 0:
+            raise ValueError(
+                f"disconnect_after must be >= 0 (0 = off), got {self.disconnect_after}"
+            )
+
+    @property
+    def any(self) -> bool:
+        """True when some fault (or delay) is switched on."""
+        return bool(
+            self.drop_rate
+            or self.dup_rate
+            or self.reorder_rate
+            or self.delay_ms
+            or self.disconnect_after
+            or self.resume_skip_bug
+        )
+
+    def to_args(self) -> list[str]:
+        """The adapter's command-line flags for this configuration."""
+        args = [
+            "--drop-rate", repr(self.drop_rate),
+            "--dup-rate", repr(self.dup_rate),
+            "--reorder-rate", repr(self.reorder_rate),
+            "--delay-ms", repr(self.delay_ms),
+            "--disconnect-after", str(self.disconnect_after),
+            "--seed", str(self.seed),
+        ]  # fmt: skip
+        if self.resume_skip_bug:
+            args.append("--resume-skip-bug")
+        return args
+
+
+class Sandbox:
+    """redis-server + reference SSE adapter on free loopback ports; use as a context manager."""
+
+    def __init__(
+        self,
+        faults: FaultConfig | None = None,
+        channel_prefix: str = "llm:tokens:",
+        keepalive_s: float = 15.0,
+    ) -> None:
+        self.faults = faults or FaultConfig()
+        self.channel_prefix = channel_prefix
+        self.keepalive_s = keepalive_s
+        self._redis: RedisServer | None = None
+        self._adapter: subprocess.Popen[bytes] | None = None
+        self._adapter_stderr: IO[bytes] | None = None
+        self._sse_url: str | None = None
+
+    # --- addresses ---------------------------------------------------------------------------
+
+    @property
+    def redis_url(self) -> str:
+        return self._require_redis().url
+
+    @property
+    def redis_address(self) -> str:
+        return self._require_redis().address
+
+    @property
+    def sse_url(self) -> str:
+        if self._sse_url is None:
+            raise SandboxError("Sandbox is not started; call start() first")
+        return self._sse_url
+
+    @property
+    def adapter_pid(self) -> int | None:
+        return self._adapter.pid if self._adapter else None
+
+    @property
+    def redis_pid(self) -> int | None:
+        return self._redis.pid if self._redis else None
+
+    def _require_redis(self) -> RedisServer:
+        if self._redis is None:
+            raise SandboxError("Sandbox is not started; call start() first")
+        return self._redis
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> Self:
+        if self._adapter is not None:
+            return self
+        try:
+            self._redis = RedisServer().start()
+            self._start_adapter(self._redis.url)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start_adapter(self, redis_url: str) -> None:
+        args = [
+            sys.executable, "-m", "sse_tui.sandbox.adapter",
+            "--redis", redis_url,
+            "--host", "127.0.0.1",
+            "--port", "0",
+            "--channel-prefix", self.channel_prefix,
+            "--keepalive", repr(self.keepalive_s),
+            *self.faults.to_args(),
+        ]  # fmt: skip
+        # stderr goes to a file, not a pipe: nobody reads it while things go well, and a full
+        # pipe would block the adapter. On a crash its tail becomes the error message.
+        self._adapter_stderr = tempfile.TemporaryFile(prefix="sse-tui-adapter-")  # noqa: SIM115 (closed in stop())
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        self._adapter = spawn_child(
+            args, stdout=subprocess.PIPE, stderr=self._adapter_stderr, env=env
+        )
+        assert self._adapter.stdout is not None
+        line = _read_line(self._adapter.stdout, _ADAPTER_START_TIMEOUT_S)
+        if not line.startswith(_LISTENING_PREFIX):
+            raise SandboxError(
+                f"the SSE adapter did not start ({_describe_exit(self._adapter)}): "
+                f"{self._adapter_error_tail() or line.decode(errors='replace') or 'no output'}"
+            )
+        self._sse_url = line[len(_LISTENING_PREFIX) :].decode().strip()
+
+    def _adapter_error_tail(self) -> str:
+        if self._adapter_stderr is None:
+            return ""
+        self._adapter_stderr.seek(0)
+        return self._adapter_stderr.read()[-2000:].decode(errors="replace").strip()
+
+    def stop(self) -> None:
+        if self._adapter is not None:
+            stop_child(self._adapter)
+            if self._adapter.stdout is not None:
+                self._adapter.stdout.close()
+            self._adapter = None
+        if self._adapter_stderr is not None:
+            self._adapter_stderr.close()
+            self._adapter_stderr = None
+        if self._redis is not None:
+            self._redis.stop()
+            self._redis = None
+        self._sse_url = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # --- introspection -----------------------------------------------------------------------
+
+    def adapter_stats(self, timeout_s: float = 5.0) -> dict[str, Any]:
+        """The adapter's ``/stats``: deliveries and every injected fault, overall and per id."""
+        with urllib.request.urlopen(f"{self.sse_url}/stats", timeout=timeout_s) as response:
+            stats: dict[str, Any] = orjson.loads(response.read())
+        return stats
+
+    def check_alive(self) -> None:
+        """Raise SandboxError with the adapter's stderr if a child has died."""
+        if self._adapter is not None and self._adapter.poll() is not None:
+            raise SandboxError(
+                f"the SSE adapter died ({_describe_exit(self._adapter)}): "
+                f"{self._adapter_error_tail() or 'no stderr output'}"
+            )
+        if self._redis is not None and not self._redis.running:
+            raise SandboxError("the sandbox redis-server died")
+
+
+def _read_line(stream: IO[bytes], timeout_s: float) -> bytes:
+    """One line from a child's pipe, or whatever arrived before EOF or the deadline."""
+    fd = stream.fileno()
+    buf = b""
+    deadline = time.monotonic() + timeout_s
+    with selectors.DefaultSelector() as sel:
+        sel.register(fd, selectors.EVENT_READ)
+        while b"\n" not in buf:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not sel.select(remaining):
+                break
+            chunk = os.read(fd, 4096)  # raw read: no buffered bytes hidden from select()
+            if not chunk:
+                break
+            buf += chunk
+    return buf.split(b"\n", 1)[0].strip()
+
+
+def _describe_exit(proc: subprocess.Popen[bytes]) -> str:
+    code = proc.poll()
+    if code is None:
+        return "still running, no LISTENING line in time"
+    return f"exit code {code}"
+
+
+# --- the `sse-tui sandbox` command -------------------------------------------------------------
+
+
+def run_sandbox(channel_prefix: str = "llm:tokens:", faults: FaultConfig | None = None) -> int:
+    """Run the stack in the foreground until Ctrl-C or SIGTERM; returns the exit code."""
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with Sandbox(faults=faults, channel_prefix=channel_prefix) as sandbox:
+            _print_banner(sandbox)
+            while not stop.wait(0.5):
+                sandbox.check_alive()
+        print("sandbox stopped", flush=True)
+        return 0
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _print_banner(sandbox: Sandbox) -> None:
+    lines = [
+        "sse-tui sandbox is running (Ctrl-C to stop)",
+        f"  redis:    {sandbox.redis_address}   ({sandbox.redis_url})",
+        f"  SSE:      {sandbox.sse_url}   (GET /stream/<id>, /healthz, /stats)",
+        f"  channels: {sandbox.channel_prefix}<conversation_id>",
+    ]
+    if sandbox.faults.any:
+        lines.append(f"  faults:   {sandbox.faults}")
+    lines += [
+        "",
+        "In another terminal:",
+        f"  sse-tui --redis {sandbox.redis_address} --sse {sandbox.sse_url} -c 5 -t 50",
+    ]
+    print("\n".join(lines), flush=True)
+
+
+__all__ = ["FaultConfig", "Sandbox", "SandboxError", "run_sandbox"]
