@@ -134,6 +134,8 @@ class PhaseStats:
     connect: HistogramSnapshot
     first_token: HistogramSnapshot
     itl: HistogramSnapshot
+    # PUBLISH answered "0 subscribers": nobody (no bridge) was listening on Redis.
+    tokens_unheard: int = 0
 
     @property
     def errors_total(self) -> int:
@@ -214,6 +216,9 @@ class StatsSnapshot:
     recent_latency_ms: tuple[float, ...] = ()  # latest receipts, for a sparkline
     fatal_error: str | None = None
     notes: tuple[str, ...] = field(default=())
+    # The engine's own lag over the whole run (for the summary and the benchmark).
+    loop_lag_total: HistogramSnapshot | None = None
+    schedule_lag_total: HistogramSnapshot | None = None
 
     @property
     def current_phase(self) -> PhaseStats:

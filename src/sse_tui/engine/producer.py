@@ -1,0 +1,175 @@
+"""Publishing tokens to Redis: one scheduler for all conversations, one pipeline per tick.
+
+An `await publish()` per token costs ~130 µs of CPU here; sending everything that is due
+in the same tick as one pipeline costs ~20-25 µs per token. So instead of a task per
+conversation sleeping between tokens, a single task keeps a heap of due times, wakes when
+the earliest is due, and publishes all due tokens in one round trip. Timestamps are taken
+once per batch, right before the PUBLISHes are sent, as the protocol asks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+# The words the simulated LLM "generates": short, ASCII, cheap to encode.
+_WORDS = ("the", " quick", " brown", " fox", " jumps", " over", " a", " lazy", " dog", ".",
+          " Streaming", " tokens", " through", " Redis", " and", " NATS", " to", " SSE", "\n")
+
+RETRY_AFTER_ERROR_S = 0.2
+
+
+@dataclass(eq=False)
+class PublishState:
+    """What the publisher knows of one conversation."""
+
+    conversation_id: str
+    channel: str
+    total: int  # tokens to publish; the last has done: true
+    published: int = 0  # sequences 1..published were sent
+    due: float = 0.0  # loop time the next token is due
+    stopped: bool = False
+    on_finished: Callable[[PublishState], None] | None = field(default=None, repr=False)
+
+    @property
+    def finished(self) -> bool:
+        return self.published >= self.total
+
+
+class TokenPublisher:
+    """Publishes every conversation's tokens on schedule through one pipelining connection."""
+
+    def __init__(self, client: aioredis.Redis, *, delay_ms: float,
+                 on_published: Callable[[int, int], None],
+                 on_error: Callable[[str, int], None],
+                 on_schedule_lag: Callable[[float], None]) -> None:
+        self._client = client
+        self.delay_ms = delay_ms
+        self._on_published = on_published  # (tokens published, of which nobody heard)
+        self._on_error = on_error
+        self._on_schedule_lag = on_schedule_lag
+        self._heap: list[tuple[float, int, PublishState]] = []
+        self._tiebreak = 0
+        self._waiter: asyncio.Future[None] | None = None
+        self._paused = False
+        self._closed = False
+        self._rng = random.Random()
+
+    def add(self, state: PublishState) -> None:
+        """Start publishing a conversation now."""
+        loop = asyncio.get_running_loop()
+        state.due = loop.time()
+        self._push(state)
+        self._wake()
+
+    def remove(self, state: PublishState) -> None:
+        state.stopped = True  # lazily dropped from the heap when it comes due
+
+    def pause(self) -> None:
+        self._paused = True
+
+    def resume(self) -> None:
+        if self._paused:
+            self._paused = False
+            # Re-base every schedule on now, so a pause is not followed by a burst of catch-up.
+            now = asyncio.get_running_loop().time()
+            self._heap = [(now, t, s) for _, t, s in self._heap]
+            heapq.heapify(self._heap)
+            self._wake()
+
+    def close(self) -> None:
+        self._closed = True
+        self._wake()
+
+    def interval_s(self) -> float:
+        """Delay plus uniform jitter in [0, delay/2], as the reference generator does."""
+        d = self.delay_ms
+        return (d + self._rng.random() * d * 0.5) / 1000.0
+
+    def _push(self, state: PublishState) -> None:
+        self._tiebreak += 1
+        heapq.heappush(self._heap, (state.due, self._tiebreak, state))
+
+    def _wake(self) -> None:
+        w = self._waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    async def _sleep_until(self, when: float | None) -> None:
+        loop = asyncio.get_running_loop()
+        self._waiter = fut = loop.create_future()
+        timer = loop.call_at(when, self._wake) if when is not None else None
+        try:
+            await fut
+        finally:
+            if timer is not None:
+                timer.cancel()
+            self._waiter = None
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        heap = self._heap
+        while not self._closed:
+            if self._paused or not heap:
+                await self._sleep_until(None)
+                continue
+            now = loop.time()
+            if heap[0][0] > now:
+                await self._sleep_until(heap[0][0])
+                continue
+            batch: list[PublishState] = []
+            oldest_due = heap[0][0]
+            while heap and heap[0][0] <= now:
+                state = heapq.heappop(heap)[2]
+                if not state.stopped and not state.finished:
+                    batch.append(state)
+            if batch:
+                self._on_schedule_lag(now - oldest_due)
+                await self._publish(batch, now)
+
+    async def _publish(self, batch: list[PublishState], now: float) -> None:
+        pipe = self._client.pipeline(transaction=False)
+        ts = time.time_ns()
+        words = _WORDS
+        nwords = len(words)
+        for s in batch:
+            seq = s.published + 1
+            pipe.publish(s.channel, orjson.dumps({
+                "conversation_id": s.conversation_id,
+                "token": words[seq % nwords],
+                "sequence": seq,
+                "done": seq == s.total,
+                "timestamp": ts,
+            }))
+        try:
+            receivers: list[Any] = await pipe.execute()
+        except (RedisError, OSError) as e:
+            self._on_error(f"redis publish: {type(e).__name__}", len(batch))
+            retry = asyncio.get_running_loop().time() + RETRY_AFTER_ERROR_S
+            for s in batch:  # the same sequences are tried again; nothing was published
+                s.due = retry
+                self._push(s)
+            return
+        unheard = 0
+        for s, n in zip(batch, receivers, strict=True):
+            s.published += 1
+            if n == 0:
+                unheard += 1
+            if s.finished:
+                if s.on_finished is not None:
+                    s.on_finished(s)
+            elif not s.stopped:
+                # Schedule from the due time, not from now, so the rate holds when we run late;
+                # but never schedule in the past by more than one interval (no catch-up bursts).
+                s.due = max(s.due + self.interval_s(), now)
+                self._push(s)
+        self._on_published(len(batch), unheard)
