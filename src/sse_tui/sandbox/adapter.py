@@ -620,7 +620,7 @@ class Adapter:
                         subscribed.set()
                         backoff = 0.1
             except (RedisError, OSError) as exc:
-                if not subscribed.is_set() and backoff > 2:
+                if not subscribed.is_set() and backoff > 0.5:  # fail fast at start
                     raise RuntimeError(f"cannot subscribe to {self.redis_url}: {exc}") from exc
                 log.warning("redis subscription lost (%s); reconnecting", exc)
             finally:
