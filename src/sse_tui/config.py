@@ -180,7 +180,9 @@ _CONVERTERS: dict[str, Callable[[str, Any], Any]] = {
 
 def _key_line(text: str, key: str) -> int | None:
     """The line a top-level key is set on, for the error message (best effort)."""
-    pattern = re.compile(rf"""^\s*(?:{re.escape(key)}|"{re.escape(key)}"|'{re.escape(key)}')\s*=""")
+    k = re.escape(key)
+    # `key = ...`, `"key" = ...` or a `[key]` table header
+    pattern = re.compile(rf"""^\s*(?:(?:{k}|"{k}"|'{k}')\s*=|\[\s*(?:{k}|"{k}"|'{k}')\s*\])""")
     for number, line in enumerate(text.splitlines(), start=1):
         if pattern.match(line):
             return number
