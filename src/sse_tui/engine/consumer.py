@@ -20,6 +20,7 @@ from sse_tui.snapshot import ConversationView
 if TYPE_CHECKING:
     from sse_tui.engine.producer import PublishState
     from sse_tui.engine.sse import SSEEvent
+    from sse_tui.settings import Settings
 
 CONNECT_ATTEMPTS = 4  # a failed connect is retried this many times in all before giving up
 BACKOFF_S = (0.1, 0.3, 1.0, 2.0)
@@ -34,6 +35,9 @@ class EngineHooks(Protocol):
 
     @property
     def phase(self) -> PhaseRecorder: ...
+
+    @property
+    def settings(self) -> Settings: ...
 
     def on_established(self, conv: Conversation) -> None: ...
 
@@ -136,7 +140,8 @@ class Conversation:
         for attempt in range(CONNECT_ATTEMPTS):
             t0 = loop.time()
             try:
-                stream = await open_stream(self.stream_url, last_event_id=self.last_event_id)
+                stream = await open_stream(self.stream_url, last_event_id=self.last_event_id,
+                                           transport=self.hooks.settings.transport)
             except StreamError as e:
                 kind = f"HTTP {e.status}" if isinstance(e, StreamHTTPError) else "connect"
                 self.hooks.phase.error(kind)

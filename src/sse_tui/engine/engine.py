@@ -54,6 +54,7 @@ class LoadEngine:
         self._publisher: TokenPublisher | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._stop = asyncio.Event()
+        self._hurry = False  # skip the grace period (a second Ctrl-C)
         self._paused_since: float | None = None
         self._paused_total = 0.0
         self._t0 = 0.0
@@ -177,7 +178,7 @@ class LoadEngine:
         if self._publisher is not None:
             self._publisher.close()
         deadline = loop.time() + self.settings.grace_s
-        while loop.time() < deadline and any(
+        while not self._hurry and loop.time() < deadline and any(
                 not _caught_up(c) for c in self._live.values() if c.task is not None):
             await asyncio.sleep(0.02)
         for conv in list(self._live.values()):
@@ -377,6 +378,11 @@ class LoadEngine:
             self._fill()
 
     def stop(self) -> None:
+        self._stop.set()
+
+    def hurry(self) -> None:
+        """Stop now, without waiting for in-flight tokens."""
+        self._hurry = True
         self._stop.set()
 
     def _new_phase(self, now_s: float) -> PhaseRecorder:

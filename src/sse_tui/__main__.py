@@ -1,0 +1,70 @@
+"""`sse-tui` / `python -m sse_tui`: parse the flags, pick a view, run."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+from sse_tui.cli_args import CliOptions, parse_args, use_tui
+from sse_tui.settings import UsageError
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        options = parse_args(sys.argv[1:] if argv is None else argv)
+        return _run(options)
+    except UsageError as e:
+        print(f"sse-tui: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _run(options: CliOptions) -> int:
+    from sse_tui.sandbox import FaultConfig, run_sandbox
+    from sse_tui.sandbox.stack import SandboxError
+
+    try:
+        faults = FaultConfig(**options.faults) if options.faults else None
+    except (TypeError, ValueError) as e:
+        raise UsageError(f"invalid --faults: {e}") from None
+    if options.command == "sandbox":
+        return run_sandbox(options.settings.channel_prefix, faults)
+
+    settings = options.settings
+    follow_redis = settings.mode == "consumer" and "redis" in options.explicit
+    sandbox = None
+    if options.demo:
+        from sse_tui.sandbox import Sandbox
+
+        try:
+            sandbox = Sandbox(faults=faults, channel_prefix=settings.channel_prefix)
+            sandbox.start()
+        except SandboxError as e:
+            print(f"sse-tui: cannot start the demo sandbox: {e}", file=sys.stderr)
+            return 1
+        settings = settings.with_changes(redis=sandbox.redis_address, sse=sandbox.sse_url)
+    try:
+        if use_tui(options, sys.stdin, sys.stdout):
+            return _run_tui(options, settings, follow_redis)
+        from sse_tui.headless import run_headless
+
+        return run_headless(settings, json_path=options.json_path, follow_redis=follow_redis)
+    finally:
+        if sandbox is not None:
+            sandbox.stop()
+
+
+def _run_tui(options: CliOptions, settings, follow_redis: bool) -> int:  # type: ignore[no-untyped-def]
+    from sse_tui.engine.runner import EngineThread
+    from sse_tui.tui.app import run_tui
+
+    # The engine and the UI share the GIL: a short switch interval keeps a repaint from
+    # holding the engine's thread off the CPU for the default 5 ms.
+    sys.setswitchinterval(0.001)
+    handle = EngineThread(settings, follow_redis=follow_redis)
+    return run_tui(handle, config_path=options.config_path, json_path=options.json_path)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
