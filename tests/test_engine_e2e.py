@@ -88,11 +88,12 @@ async def test_reported_faults_equal_injected_faults(case: str) -> None:
     assert t.reconnects == injected["disconnects"] == t.streams_ended_without_done
     assert t.tokens_published == 5 * 40
     assert t.conversations_completed + t.conversations_incomplete == 5
-    lossy = sum(1 for c in stats["per_conversation"].values()
-                if c["dropped"] + c["resume_skipped"] > 0)
+    per_conv = {cid: c["injected"] for cid, c in stats["per_conversation"].items()}
+    lossy = sum(1 for c in per_conv.values() if c["dropped"] + c["resume_skipped"] > 0)
     assert t.conversations_incomplete == lossy
     by_id = {c.conversation_id: c for c in snap.conversations}
-    for cid, c in stats["per_conversation"].items():
+    assert set(per_conv) == set(by_id)
+    for cid, c in per_conv.items():
         assert by_id[cid].missing == c["dropped"] + c["resume_skipped"]
         assert by_id[cid].duplicated == c["duplicated"]
         assert by_id[cid].out_of_order == c["reordered"]
