@@ -25,7 +25,14 @@ from typing import IO, Any, Literal
 
 from sse_tui import __version__
 from sse_tui.config import check_channel_prefix, load_config
-from sse_tui.settings import MODES, TRANSPORTS, Settings, UsageError, parse_duration
+from sse_tui.settings import (
+    MODES,
+    TRANSPORTS,
+    Settings,
+    UsageError,
+    format_duration,
+    parse_duration,
+)
 
 Command = Literal["run", "sandbox"]
 PROG = "sse-tui"
@@ -33,6 +40,8 @@ PROG = "sse-tui"
 
 @dataclass(frozen=True)
 class CliOptions:
+    """What the command line asks for; `parse_args` builds it, `__main__` acts on it."""
+
     command: Command
     settings: Settings  # defaults <- config file <- flags
     config_path: Path | None
@@ -83,7 +92,7 @@ _FLAGS: tuple[_Flag, ...] = (
           f"(default: {_D.delay_ms:g})", "50"),
     _Flag("duration", ("duration",), None, "value", _ORIGINAL, "DURATION",
           "how long to run, a Go duration such as 500ms, 30s, 5m or 1h30m; 0 = one round "
-          "of conversations (default: 30s)", "30s"),
+          f"of conversations (default: {format_duration(_D.duration_s)})", "30s"),
     _Flag("config", ("config",), None, "value", _OURS, "FILE",
           "read settings from a TOML file with the same keys; flags override it",
           "sse-tui.toml", sandbox=True),
@@ -104,7 +113,7 @@ _FLAGS: tuple[_Flag, ...] = (
           f"(default: {_D.channel_prefix})", "llm:tokens:", sandbox=True),
     _Flag("grace", ("grace",), None, "value", _OURS, "DURATION",
           "after publishing stops, how long in-flight tokens may still arrive before they "
-          "count as missing (default: 2s)", "2s"),
+          f"count as missing (default: {format_duration(_D.grace_s)})", "2s"),
     _Flag("faults", ("faults",), None, "value", _OURS, "SPEC",
           "faults the demo/sandbox adapter injects, comma-separated: drop=RATE, dup=RATE, "
           "reorder=RATE, delay=MS, disconnect=TOKENS, resume-bug, seed=N "
