@@ -22,12 +22,13 @@ live), after the Last-Event-ID filter. Each non-done token gets exactly one fate
 in this order, and each fate is counted once in ``/stats``:
 
 - resume_skipped (``--resume-skip-bug``): on a stream opened with Last-Event-ID L, token
-  L+1 is not sent (the deployed adapter's bug). One per resumed stream, when L+1 arrives.
+  L+1 is not sent (the deployed adapter's bug). One per resumed stream, when L+1 arrives
+  (never when L+1 is the done token).
 - reorder partner: if a token is being held back (below), this token is sent, then the
   held one; ``reordered`` +1. The partner itself gets no other fault.
-- dropped (``--drop-rate``): never sent on this stream. Since a later token is always sent
-  after it on the same stream (at least the done token), Last-Event-ID on any resume is
-  beyond it, so it is never re-sent: the client sees it missing, exactly once.
+- dropped (``--drop-rate``): not sent. A dropped or resume-skipped sequence is recorded as
+  lost for the conversation and no resume replays it, whatever its Last-Event-ID (normally
+  a later token was already sent on the stream anyway): the client sees it missing, once.
 - reordered (``--reorder-rate``): held back and sent right after the next token (k+1, k):
   the client sees one out-of-order token. Not done when the pair would reach the
   ``--disconnect-after`` count, so a stream never ends on a held-back or late token and
@@ -48,11 +49,14 @@ pipeline; order is kept. It is latency, not a fault, so it is not counted.
 
 ``/stats``: ``{"connections_total", "connections_active", "delivered", "injected":
 {"dropped", "duplicated", "reordered", "disconnects", "resume_skipped"}, "per_conversation":
-{id: {same keys but per_conversation}}, "invalid_messages"}`` where ``delivered`` counts
+{id: {the first four keys}}, "invalid_messages"}`` where ``delivered`` counts
 token events written (both copies of a duplicate) and connections are ``/stream`` requests.
 So a client that reads every stream to its done token observes: missing = dropped +
 resume_skipped, duplicates = duplicated, out-of-order = reordered, ended-without-done =
-disconnects.
+disconnects, received token events = delivered. (Counting out-of-order as "below the highest
+sequence seen, first receipt"; a duplicate as "a sequence seen before".) The one way to break
+the equality is a client that hangs up by itself after reading k+1 of a reordered pair but
+before k, then resumes from k+1: k is then missing yet counted as reordered.
 """
 
 from __future__ import annotations
@@ -191,12 +195,15 @@ class Stats:
 
 
 class Conversation:
-    __slots__ = ("done_at", "history", "id", "last_activity", "subscribers")
+    __slots__ = ("done_at", "history", "id", "last_activity", "lost", "subscribers")
 
     def __init__(self, conversation_id: str, history_size: int, now: float) -> None:
         self.id = conversation_id
         self.history: deque[Token] = deque(maxlen=history_size)
         self.subscribers: set[StreamSession] = set()
+        # Sequences dropped or skipped by a fault: a resume never replays them, even one the
+        # client started on its own before a later token reached it, so each stays missing.
+        self.lost: set[int] = set()
         self.done_at: float | None = None
         self.last_activity = now
 
@@ -311,7 +318,7 @@ class StreamSession:
         self.last_write = self.loop.time()
         if self.resuming:
             for token in tuple(self.conv.history):
-                if token[0] > self.floor:
+                if token[0] > self.floor and token[0] not in self.conv.lost:
                     self.offer(token)
         if not self.closed:
             self._arm_keepalive()
@@ -346,6 +353,7 @@ class StreamSession:
             return
         if sequence == self.skip_sequence:
             self.skip_sequence = None
+            self.conv.lost.add(sequence)
             self.counters.resume_skipped += 1
             self.total.resume_skipped += 1
             return
@@ -359,6 +367,7 @@ class StreamSession:
             return
         faults = self.faults
         if faults.drop_rate and self.rng.random() < faults.drop_rate:
+            self.conv.lost.add(sequence)
             self.counters.dropped += 1
             self.total.dropped += 1
             return
