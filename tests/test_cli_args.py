@@ -338,8 +338,18 @@ def test_full_fault_spec() -> None:
         "drop=0.01,dup=0.01,reorder=0.01,delay=5,disconnect=100,resume-bug,seed=3"
     ) == {
         "drop_rate": 0.01, "dup_rate": 0.01, "reorder_rate": 0.01, "delay_ms": 5.0,
-        "disconnect_after": 100, "resume_skip_bug": 1.0, "seed": 3,
+        "disconnect_after": 100, "resume_skip_bug": True, "seed": 3,
     }
+
+
+def test_fault_spec_builds_the_sandbox_fault_config() -> None:
+    from sse_tui.sandbox.stack import FaultConfig
+
+    faults = parse_faults("drop=0.01,dup=0.02,reorder=0.03,delay=5,disconnect=100,resume-bug")
+    config = FaultConfig(**faults)
+    assert config.resume_skip_bug is True
+    assert config.disconnect_after == 100 and isinstance(config.disconnect_after, int)
+    assert FaultConfig(**parse_faults("seed=3")).seed == 3
 
 
 @pytest.mark.parametrize(

@@ -435,12 +435,12 @@ def _fault_int(name: str, text: str) -> int:
     raise ValueError(f"{name} must be a whole number, e.g. {name}=3")
 
 
-def _fault_switch(name: str, text: str) -> float:
+def _fault_switch(name: str, text: str) -> bool:
     s = text.strip().lower()
     if s in _GO_TRUE:
-        return 1.0
+        return True
     if s in _GO_FALSE:
-        return 0.0
+        return False
     raise ValueError(f"{name} takes no value (or true/false)")
 
 
@@ -462,7 +462,8 @@ _FAULTS_EXAMPLE = "drop=0.01,dup=0.01,reorder=0.01,delay=5,disconnect=100,resume
 
 def parse_faults(spec: str, flag: str = "--faults") -> dict[str, float]:
     """`drop=0.01,disconnect=100,resume-bug` -> {"drop_rate": 0.01, "disconnect_after": 100,
-    "resume_skip_bug": 1.0}. Rates are fractions, delay is in ms, disconnect is a token count.
+    "resume_skip_bug": True}: the keyword arguments of `sandbox.stack.FaultConfig`.
+    Rates are fractions, delay is in ms, disconnect is a token count, seed a whole number.
     """
     faults: dict[str, float] = {}
     for item in spec.split(","):
