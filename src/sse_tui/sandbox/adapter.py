@@ -655,6 +655,13 @@ def _rate(text: str) -> float:
     return value
 
 
+def _positive(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m sse_tui.sandbox.adapter",
@@ -664,7 +671,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=0, help="0 = any free port")
     p.add_argument("--channel-prefix", default="llm:tokens:")
-    p.add_argument("--keepalive", type=float, default=15.0, help="seconds between keep-alives")
+    p.add_argument("--keepalive", type=_positive, default=15.0, help="seconds between keep-alives")
     p.add_argument("--history-size", type=int, default=10_000, help="tokens kept per conversation")
     p.add_argument("--history-ttl", type=float, default=30.0, help="s kept after the done token")
     p.add_argument("--idle-ttl", type=float, default=600.0, help="s kept after the last activity")

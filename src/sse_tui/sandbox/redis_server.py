@@ -65,11 +65,13 @@ def free_port(host: str = "127.0.0.1") -> int:
 def _die_with_parent(parent_pid: int) -> Callable[[], None]:
     """preexec_fn: ask the kernel to SIGKILL the child when its parent thread goes away."""
 
+    if not sys.platform.startswith("linux"):
+        return lambda: None
+    # Resolved before fork: dlopen in the child could wait on a lock another thread held.
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+
     def preexec() -> None:
-        if not sys.platform.startswith("linux"):
-            return
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         # The parent may have died between fork and prctl; then nobody would signal us.
         if os.getppid() != parent_pid:
             os._exit(1)

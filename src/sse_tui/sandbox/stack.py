@@ -91,6 +91,8 @@ class Sandbox:
         channel_prefix: str = "llm:tokens:",
         keepalive_s: float = 15.0,
     ) -> None:
+        if keepalive_s <= 0:
+            raise ValueError(f"keepalive_s must be > 0, got {keepalive_s}")
         self.faults = faults or FaultConfig()
         self.channel_prefix = channel_prefix
         self.keepalive_s = keepalive_s
