@@ -16,6 +16,8 @@ venv: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/shellcheck .ci/run $$(find . \( -path ./.venv -o -path ./.git \) -prune -o -type f -name '*.sh' -print)
+	$(BIN)/hadolint Dockerfile
 
 test: $(STAMP) lint
 	$(BIN)/python -m pytest
