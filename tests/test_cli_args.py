@@ -282,7 +282,7 @@ def test_saved_settings_load_back_through_the_cli(tmp_path: Path) -> None:
         (["-tokens="], "invalid value for -tokens: '' is not a whole number"),
         (["-token-delay", "fast"],
          "invalid value for -token-delay: 'fast' is not a number of milliseconds"),
-        (["-d", "inf"], "must be 0 or more milliseconds"),
+        (["-d", "inf"], "is not a number of milliseconds"),
         (["-foo"], "unknown flag -foo: see sse-tui --help"),
         (["--foo=1"], "unknown flag --foo: see sse-tui --help"),
         (["-conversation", "3"], "unknown flag -conversation: did you mean -conversations?"),

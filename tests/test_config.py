@@ -208,11 +208,6 @@ def test_save_then_load_gives_the_same_settings(tmp_path: Path, settings: Settin
     assert Settings(**load_config(path)) == settings
 
 
-@pytest.mark.xfail(
-    reason="settings.py: parse_duration multiplies by 1e-3 (700ms -> 0.7000000000000001) and "
-    "format_duration keeps 6 significant digits; see the config work report",
-    strict=False,
-)
 @pytest.mark.parametrize("seconds", [0.7, 59.1234567])
 def test_round_trip_of_awkward_durations(tmp_path: Path, seconds: float) -> None:
     settings = Settings(duration_s=seconds, run_id="r")

@@ -21,8 +21,10 @@ class UsageError(Exception):
 
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
-_UNIT_SECONDS = {
-    "ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0,
+# (multiply, divide): dividing for sub-second units keeps `700ms` exactly 0.7, not 0.70000001.
+_UNIT_SCALE = {
+    "ns": (1, 1e9), "us": (1, 1e6), "µs": (1, 1e6), "μs": (1, 1e6), "ms": (1, 1e3),
+    "s": (1, 1), "m": (60, 1), "h": (3600, 1),
 }
 
 
@@ -39,6 +41,8 @@ def parse_duration(text: str) -> float:
     except ValueError:
         pass
     else:
+        if value != value or value in (float("inf"), float("-inf")):
+            raise UsageError(f"invalid duration {text!r}: use a Go duration such as 30s")
         if value < 0:
             raise UsageError(f"negative duration {text!r}: use 0 for one round, or e.g. 30s")
         return value
@@ -58,7 +62,8 @@ def parse_duration(text: str) -> float:
             raise UsageError(
                 f"invalid duration {text!r}: use a Go duration such as 500ms, 30s, 5m or 1h30m"
             )
-        total += float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
+        mul, div = _UNIT_SCALE[m.group(2)]
+        total += float(m.group(1)) * mul / div
         pos = m.end()
     if sign < 0 and total > 0:
         raise UsageError(f"negative duration {text!r}: use 0 for one round, or e.g. 30s")
@@ -70,8 +75,7 @@ def format_duration(seconds: float) -> str:
     if seconds == 0:
         return "0s"
     if seconds < 1:
-        ms = seconds * 1000
-        return f"{ms:g}ms"
+        return f"{seconds * 1000!r}ms".replace(".0ms", "ms")
     whole = int(seconds)
     frac = seconds - whole
     h, rest = divmod(whole, 3600)
@@ -82,7 +86,8 @@ def format_duration(seconds: float) -> str:
     if m:
         out += f"{m}m"
     if s or frac or not out:
-        out += f"{s + frac:g}s"
+        secs = s + frac if frac else s
+        out += (repr(float(secs)) if frac else str(secs)) + "s"
     return out
 
 
@@ -119,6 +124,9 @@ class Settings:
             raise UsageError(f"invalid transport {self.transport!r}: use raw or httpx")
         if self.grace_s < 0:
             raise UsageError("grace must be 0 or more seconds")
+        if not self.channel_prefix or any(c in self.channel_prefix for c in " \t*?[]"):
+            raise UsageError(f"invalid channel prefix {self.channel_prefix!r}: it is subscribed "
+                             "as <prefix>*, so no spaces or * ? [ ]; e.g. llm:tokens:")
         if not self.run_id or any(c in self.run_id for c in " /*?[]"):
             raise UsageError(f"invalid run id {self.run_id!r}: use letters, digits, - and _")
         if self.mode in ("producer", "both") or self.redis:

@@ -19,6 +19,7 @@ from sse_tui.engine.consumer import Conversation
 from sse_tui.engine.producer import PublishState, TokenPublisher
 from sse_tui.engine.selfwatch import SelfWatch, distribution_of
 from sse_tui.engine.stats import PhaseRecorder
+from sse_tui.engine.transport import aclose_transports
 from sse_tui.settings import Settings, redis_url, sse_base
 from sse_tui.snapshot import PhaseStats, StatsSnapshot, TimelinePoint
 
@@ -53,6 +54,7 @@ class LoadEngine:
         self._redis: aioredis.Redis | None = None
         self._publisher: TokenPublisher | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._publisher_task: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
         self._hurry = False  # skip the grace period (a second Ctrl-C)
         self._paused_since: float | None = None
@@ -87,7 +89,7 @@ class LoadEngine:
             return self.snapshot()
         self.selfwatch.start()
         if self._publisher is not None:
-            self._spawn(self._publisher.run(), "publisher")
+            self._publisher_task = self._spawn(self._publisher.run(), "publisher")
         if self.follow_redis:
             self._spawn(self._follow_redis(), "redis-follower")
         self._spawn(self._tick_timeline(), "timeline")
@@ -177,6 +179,11 @@ class LoadEngine:
         self.state = "draining"
         if self._publisher is not None:
             self._publisher.close()
+        if self._publisher_task is not None:
+            # A pipeline may be in flight: its tokens count as published once it returns,
+            # and what is published must be known before anything is judged missing.
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(self._publisher_task), 5.0)
         deadline = loop.time() + self.settings.grace_s
         while not self._hurry and loop.time() < deadline and any(
                 not _caught_up(c) for c in self._live.values() if c.task is not None):
@@ -194,6 +201,8 @@ class LoadEngine:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.selfwatch.stop()
         await self._close_redis()
+        if self.settings.transport != "raw":
+            await aclose_transports()
         self._end_s = loop.time() - self._t0
         self.phase.ended_s = self._end_s
         self.state = "failed" if self.fatal_error else "finished"
