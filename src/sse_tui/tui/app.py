@@ -1,0 +1,519 @@
+"""The live monitor: a Textual app over an injected engine handle.
+
+The engine runs off this loop (its own thread and asyncio loop); the app only pulls an
+immutable `StatsSnapshot` from it on a timer, applies it inside `batch_update()`, and sends
+commands through the small `EngineHandle` API. `run_tui` runs the app and then does what
+headless mode does at the end: stop the engine, print the final summary to the normal
+screen, write the JSON if asked.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import IO, Any, ClassVar
+
+from textual.app import App, ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal
+from textual.events import Resize
+from textual.screen import Screen
+from textual.widgets import Footer
+
+from sse_tui.engine.api import EngineHandle
+from sse_tui.settings import Settings
+from sse_tui.snapshot import StatsSnapshot
+from sse_tui.tui.controls import step_conversations, step_delay
+from sse_tui.tui.logcapture import MemoryLogHandler, captured_logging
+from sse_tui.tui.messages import SettingsChange
+from sse_tui.tui.widgets.consumers import DEFAULT_ROW_CAP, ConsumersPanel
+from sse_tui.tui.widgets.dialogs import HelpScreen, SettingsScreen
+from sse_tui.tui.widgets.latency import LatencyPanel
+from sse_tui.tui.widgets.phases import PhasesPanel
+from sse_tui.tui.widgets.producer import ProducerPanel
+from sse_tui.tui.widgets.status import StatusLine
+
+log = logging.getLogger(__name__)
+
+POLL_INTERVAL_S = 0.25
+# Layout breakpoints: the phases panel sits beside the consumers from this width on,
+# and the top panels grow from this height on.
+WIDE_COLUMNS = 140
+TALL_ROWS = 40
+
+HELP_NOTES = """\
+Each change of conversations or delay starts a new stats phase (see the Phases panel; on a
+narrow screen press v to show it). The status line turns yellow when the load generator
+itself may be distorting the figures (event-loop lag, CPU), red on a fatal error.
+When the run ends the app stays on the final figures: r starts a new run with the current
+settings. On quit the final summary is printed to the terminal (and the JSON written, if
+--json was given)."""
+
+
+_CONVERSATIONS = Binding.Group("Conv", compact=True)
+_DELAY = Binding.Group("Delay", compact=True)
+
+
+class SseTuiApp(App[int]):
+    """Producer, latency, consumers and phases panels over one engine handle."""
+
+    CSS_PATH = "app.tcss"
+    TITLE = "sse-tui"
+    ENABLE_COMMAND_PALETTE = False
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding(
+            "plus,equals_sign",
+            "more_conversations",
+            "More conversations",
+            id="conversations.more",
+            group=_CONVERSATIONS,
+            tooltip="more conversations at once (1, 2 … 10, 20 … 100, 200 …)",
+        ),
+        Binding(
+            "minus",
+            "fewer_conversations",
+            "Fewer conversations",
+            id="conversations.fewer",
+            group=_CONVERSATIONS,
+            tooltip="fewer conversations at once",
+        ),
+        Binding(
+            "left_square_bracket",
+            "shorter_delay",
+            "Shorter delay",
+            id="delay.shorter",
+            group=_DELAY,
+            tooltip="shorter delay between tokens",
+        ),
+        Binding(
+            "right_square_bracket",
+            "longer_delay",
+            "Longer delay",
+            id="delay.longer",
+            group=_DELAY,
+            tooltip="longer delay between tokens (0, 1, 2, 5, 10, 20, 50 … ms)",
+        ),
+        Binding(
+            "p,space",
+            "toggle_pause",
+            "Pause",
+            id="pause",
+            tooltip="pause / resume publishing (streams stay open)",
+        ),
+        Binding(
+            "s",
+            "settings",
+            "Set",
+            id="settings",
+            tooltip="settings dialog: type conversations and delay, Enter applies",
+        ),
+        Binding(
+            "w",
+            "save_settings",
+            "Save",
+            id="save",
+            tooltip="save the settings as TOML (--config file, else ./sse-tui.toml)",
+        ),
+        Binding(
+            "e",
+            "export_json",
+            "JSON",
+            id="export",
+            tooltip="export the JSON summary now (--json file, else a timestamped file)",
+        ),
+        Binding(
+            "v",
+            "toggle_phases",
+            "Phases",
+            id="phases",
+            tooltip="show the phases table instead of the consumers (narrow screens)",
+        ),
+        Binding(
+            "r",
+            "restart",
+            "New run",
+            id="restart",
+            tooltip="start a new run with the current settings (after the run ended)",
+        ),
+        Binding("question_mark,f1,h", "help", "Help", id="help", tooltip="this key map"),
+        Binding(
+            "q",
+            "quit",
+            "Quit",
+            id="quit",
+            tooltip="quit: stop the run, print the summary, write the JSON",
+        ),
+        Binding(
+            "ctrl+q", "quit", "Quit", id="quit.ctrl_q", show=False, priority=True, tooltip="quit"
+        ),
+        Binding(
+            "ctrl+c", "quit", "Quit", id="quit.ctrl_c", show=False, priority=True, tooltip="quit"
+        ),
+    ]
+
+    def __init__(
+        self,
+        handle: EngineHandle,
+        *,
+        config_path: Path | None = None,
+        json_path: str | None = None,
+        poll_interval: float = POLL_INTERVAL_S,
+        row_cap: int = DEFAULT_ROW_CAP,
+        log_handler: MemoryLogHandler | None = None,
+    ) -> None:
+        super().__init__()
+        self.handle = handle
+        self.config_path = config_path
+        self.json_path = json_path
+        self.poll_interval = poll_interval
+        self.row_cap = row_cap
+        self.log_handler = log_handler
+        self.last_snapshot: StatsSnapshot | None = None
+        self.polls = 0
+        # Settings changed after the run ended: they apply to the next run (r).
+        self.pending_settings: Settings | None = None
+        self._run_key: tuple[str, float] | None = None
+        self._watch_terminal = False
+        self._finished_seen = False
+        self._paused_seen = False
+        self.main_screen: Screen[Any] | None = None
+
+    # -- layout --------------------------------------------------------------------------
+    def compose(self) -> ComposeResult:
+        yield StatusLine(id="status")
+        with Horizontal(id="top"):
+            yield ProducerPanel(id="producer")
+            yield LatencyPanel(id="latency")
+        with Horizontal(id="bottom"):
+            yield ConsumersPanel(cap=self.row_cap, id="consumers")
+            yield PhasesPanel(id="phases")
+        yield Footer(compact=True)
+
+    def on_mount(self) -> None:
+        if not self.is_headless and self.console.color_system in (None, "standard", "windows"):
+            # 16 colours (TERM=xterm or unset, kubectl exec): the terminal's own palette
+            # looks right where the default theme's RGB colours would be approximated.
+            self.theme = "ansi-dark"
+        # Held here because App.query_one searches the active screen, which may be a dialog.
+        self.main_screen = self.screen
+        self.status_line = self.main_screen.query_one(StatusLine)
+        self.producer_panel = self.main_screen.query_one(ProducerPanel)
+        self.latency_panel = self.main_screen.query_one(LatencyPanel)
+        self.consumers_panel = self.main_screen.query_one(ConsumersPanel)
+        self.phases_panel = self.main_screen.query_one(PhasesPanel)
+        self._apply_size(self.size.width, self.size.height)
+        self._start_engine()
+        self.poll()
+        self.set_interval(self.poll_interval, self.poll, name="poll-engine")
+        if not self.is_headless:
+            self._watch_terminal = _stdout_is_tty()
+            self._install_signal_handlers()
+
+    def on_resize(self, event: Resize) -> None:
+        if self.main_screen is not None:
+            self._apply_size(event.size.width, event.size.height)
+
+    def _apply_size(self, width: int, height: int) -> None:
+        assert self.main_screen is not None
+        wide = width >= WIDE_COLUMNS
+        if wide != self.main_screen.has_class("-wide"):
+            self.main_screen.set_class(wide, "-wide")
+            self.refresh_bindings()
+        self.main_screen.set_class(height >= TALL_ROWS, "-tall")
+
+    def _start_engine(self) -> None:
+        """Start the engine unless whoever built the app already did."""
+        if getattr(self.handle, "started", False):
+            return
+        try:
+            self.handle.start()
+        except RuntimeError as exc:  # started already (a thread cannot start twice)
+            log.debug("engine start: %s", exc)
+
+    # -- the poll loop -------------------------------------------------------------------
+    def poll(self) -> None:
+        """Pull one snapshot and apply it; cheap enough to run 4 times a second."""
+        if self._watch_terminal and not _terminal_alive():
+            log.warning("terminal went away; quitting")
+            self.exit(0)
+            return
+        try:
+            snap = self.handle.snapshot()
+        except Exception as exc:
+            log.exception("snapshot failed")
+            self.notify(f"engine snapshot failed: {exc}", severity="error", timeout=5)
+            return
+        self.polls += 1
+        with self.batch_update():
+            self._apply(snap)
+
+    def _apply(self, snap: StatsSnapshot) -> None:
+        run_key = (snap.settings.run_id, snap.elapsed_s)
+        if self._run_key is not None and (
+            run_key[0] != self._run_key[0] or run_key[1] < self._run_key[1]
+        ):
+            self._reset_views()
+        self._run_key = run_key
+        self.last_snapshot = snap
+        log_warning = self.log_handler.latest_warning() if self.log_handler else None
+        pending = None
+        if self.pending_settings is not None:
+            p = self.pending_settings
+            pending = f"next: {p.conversations} conv · {p.delay_ms:g} ms"
+        self.status_line.update_from(snap, log_warning=log_warning, pending=pending)
+        self.producer_panel.update_from(snap)
+        self.latency_panel.update_from(snap)
+        self.consumers_panel.update_from(snap)
+        self.phases_panel.update_from(snap)
+        if snap.finished != self._finished_seen:
+            self._finished_seen = snap.finished
+            self.refresh_bindings()
+            if snap.finished:
+                what = "failed" if snap.state == "failed" else "finished"
+                self.notify(f"Run {what}: press r for a new run, q to quit", timeout=6)
+        paused = snap.state == "paused"
+        if paused != self._paused_seen:
+            self._paused_seen = paused
+            self.refresh_bindings()
+
+    def _reset_views(self) -> None:
+        self.consumers_panel.reset()
+        self.phases_panel.reset()
+
+    # -- bindings ------------------------------------------------------------------------
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "restart":
+            return self.run_finished
+        if action == "toggle_phases":  # both panels are on screen when wide
+            return self.main_screen is None or not self.main_screen.has_class("-wide")
+        return True
+
+    @property
+    def run_finished(self) -> bool:
+        return self.last_snapshot is not None and self.last_snapshot.finished
+
+    def _current(self) -> Settings:
+        return self.pending_settings or self.handle.settings
+
+    def change_settings(
+        self, *, conversations: int | None = None, delay_ms: float | None = None
+    ) -> None:
+        """Apply at once to the running engine (a new phase), or keep for the next run."""
+        current = self._current()
+        changes: dict[str, Any] = {}
+        if conversations is not None and conversations != current.conversations:
+            changes["conversations"] = conversations
+        if delay_ms is not None and delay_ms != current.delay_ms:
+            changes["delay_ms"] = delay_ms
+        if not changes:
+            return
+        if self.run_finished:
+            self.pending_settings = current.with_changes(**changes)
+            p = self.pending_settings
+            self.notify(f"next run: {p.conversations} conversations, {p.delay_ms:g} ms (press r)")
+        else:
+            if "conversations" in changes:
+                self.handle.set_conversations(changes["conversations"])
+            if "delay_ms" in changes:
+                self.handle.set_delay(changes["delay_ms"])
+            parts = [f"{k.removesuffix('_ms')} → {v:g}" for k, v in changes.items()]
+            self.notify(", ".join(parts) + " (new phase)", timeout=2)
+        self.poll()
+
+    def action_more_conversations(self) -> None:
+        self.change_settings(conversations=step_conversations(self._current().conversations, 1))
+
+    def action_fewer_conversations(self) -> None:
+        self.change_settings(conversations=step_conversations(self._current().conversations, -1))
+
+    def action_longer_delay(self) -> None:
+        self.change_settings(delay_ms=step_delay(self._current().delay_ms, 1))
+
+    def action_shorter_delay(self) -> None:
+        self.change_settings(delay_ms=step_delay(self._current().delay_ms, -1))
+
+    def action_toggle_pause(self) -> None:
+        if self.run_finished:
+            return
+        if self.last_snapshot is not None and self.last_snapshot.state == "paused":
+            self.handle.resume()
+            self.notify("resumed", timeout=2)
+        else:
+            self.handle.pause()
+            self.notify("paused: no new tokens; streams stay open", timeout=2)
+        self.poll()
+
+    def action_settings(self) -> None:
+        current = self._current()
+
+        def done(change: SettingsChange | None) -> None:
+            if change is not None:
+                self.change_settings(conversations=change.conversations, delay_ms=change.delay_ms)
+
+        self.push_screen(SettingsScreen(current.conversations, current.delay_ms), done)
+
+    def action_save_settings(self) -> None:
+        from sse_tui.config import DEFAULT_CONFIG_PATH, save_settings
+
+        path = Path(self.config_path or DEFAULT_CONFIG_PATH)
+        try:
+            written = save_settings(self._current(), path)
+        except Exception as exc:
+            log.warning("saving settings to %s failed: %s", path, exc)
+            self.notify(f"could not save {path}: {exc}", severity="error", timeout=8)
+            return
+        self.notify(f"settings saved to {Path(written).resolve()}", timeout=6)
+
+    def export_path(self) -> str:
+        """--json if given (and not stdout, which the app is drawing on), else a new file."""
+        if self.json_path and self.json_path != "-":
+            return self.json_path
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        return f"sse-tui-{self.handle.settings.run_id}-{stamp}.json"
+
+    def action_export_json(self) -> None:
+        from sse_tui.report import write_json
+
+        path = self.export_path()
+        try:
+            write_json(self.handle.snapshot(), path)
+        except Exception as exc:
+            log.warning("export to %s failed: %s", path, exc)
+            self.notify(f"could not write {path}: {exc}", severity="error", timeout=8)
+            return
+        self.notify(f"JSON summary written to {Path(path).resolve()}", timeout=6)
+
+    def action_toggle_phases(self) -> None:
+        if self.main_screen is not None:
+            self.main_screen.toggle_class("-phases")
+
+    def action_restart(self) -> None:
+        if not self.run_finished:
+            return
+        settings, self.pending_settings = self.pending_settings, None
+        self.handle.restart(settings)
+        self._reset_views()
+        self._run_key = None
+        self.notify("new run started", timeout=2)
+        self.poll()
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen(self.key_map(), HELP_NOTES))
+
+    def key_map(self) -> list[tuple[str, str]]:
+        """(keys, what they do) for every binding, merged by action."""
+        rows: dict[str, tuple[list[str], str]] = {}
+        for b in self.BINDINGS:
+            assert isinstance(b, Binding)
+            keys = [self.get_key_display(Binding(k, b.action)) for k in b.key.split(",")]
+            if b.action in rows:
+                rows[b.action][0].extend(keys)
+            else:
+                rows[b.action] = (keys, b.tooltip or b.description)
+        return [(" ".join(keys), text) for keys, text in rows.values()]
+
+    async def action_quit(self) -> None:
+        self.exit(0)
+
+    # -- the terminal going away ---------------------------------------------------------
+    def _install_signal_handlers(self) -> None:
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGHUP, signal.SIGTERM):
+            # Not every platform or loop has signal handlers; then the default action stays.
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(sig, self._on_signal, sig)
+
+    def _on_signal(self, sig: int) -> None:
+        log.warning("%s: quitting", signal.Signals(sig).name)
+        self._watch_terminal = False
+        self.exit(0)
+
+
+def _stdout_is_tty() -> bool:
+    try:
+        return sys.__stdout__ is not None and os.isatty(sys.__stdout__.fileno())
+    except (OSError, ValueError):
+        return False
+
+
+def _terminal_alive() -> bool:
+    """False once the terminal has hung up (the ioctl fails with EIO)."""
+    try:
+        assert sys.__stdout__ is not None
+        os.get_terminal_size(sys.__stdout__.fileno())
+    except (OSError, ValueError, AssertionError):
+        return False
+    return True
+
+
+def make_app(
+    handle: EngineHandle,
+    *,
+    config_path: Path | None = None,
+    json_path: str | None = None,
+    **kwargs: Any,
+) -> SseTuiApp:
+    """The app over an engine handle: what the CLI and the tests both build."""
+    return SseTuiApp(handle, config_path=config_path, json_path=json_path, **kwargs)
+
+
+def join_timeout(settings: Settings) -> float:
+    """How long to wait for the engine to drain after stop()."""
+    return settings.grace_s + 10.0
+
+
+def finish_run(
+    handle: EngineHandle, *, json_path: str | None = None, out: IO[str] | None = None
+) -> int:
+    """Stop the engine, print the final summary and write the JSON; the exit status.
+
+    This is what happens after the app has closed, on the normal screen, so the summary
+    stays in the scrollback.
+    """
+    from sse_tui.report import format_summary, write_json
+
+    out = out if out is not None else sys.stdout
+    handle.stop()
+    final = handle.join(join_timeout(handle.settings))
+    try:
+        out.write(format_summary(final).rstrip("\n") + "\n")
+        out.flush()
+    except OSError:  # the terminal is gone; the JSON below is what still matters
+        pass
+    if json_path:
+        write_json(final, json_path)
+    return 1 if final.fatal_error else 0
+
+
+def run_tui(
+    handle: EngineHandle,
+    *,
+    config_path: Path | None = None,
+    json_path: str | None = None,
+    out: IO[str] | None = None,
+    headless: bool = False,
+) -> int:
+    """Run the app until the operator quits, then stop the run and print its summary."""
+    logs = MemoryLogHandler()
+    app = make_app(handle, config_path=config_path, json_path=json_path, log_handler=logs)
+    try:
+        with captured_logging(logs):
+            app.run(headless=headless)
+    finally:
+        status = finish_run(handle, json_path=json_path, out=out)
+    warnings = [text for level, text in logs.records if level >= logging.WARNING]
+    if warnings:
+        print(
+            f"{len(warnings)} warning(s) during the run; the last: {warnings[-1]}", file=sys.stderr
+        )
+    if app.return_code not in (None, 0):
+        return app.return_code or 1
+    return status

@@ -1,0 +1,254 @@
+"""The consumers panel: one row per conversation, the most interesting ones first.
+
+The table is updated in place by row key a few times a second: rows that went away are
+removed, new ones added, and `update_cell` is called only for cells whose value changed.
+With thousands of conversations only the `cap` most interesting ones get a row (errors,
+then lost/duplicated/out-of-order tokens, reconnects, slow ones, then the rest by number),
+and per-row percentiles are computed only for rows on screen.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Vertical
+from textual.widgets import DataTable, Static
+
+from sse_tui.snapshot import ConversationView, StatsSnapshot
+from sse_tui.tui.format import fmt_age, fmt_int, fmt_ms
+
+DEFAULT_ROW_CAP = 200
+
+LIVE_STATES = frozenset(
+    {"waiting", "connecting", "streaming", "reconnecting", "publishing", "draining"}
+)
+
+_STATE_STYLE = {
+    "error": "bold red",
+    "reconnecting": "yellow",
+    "connecting": "cyan",
+    "waiting": "dim",
+    "streaming": "green",
+    "publishing": "green",
+    "draining": "cyan",
+    "done": "dim",
+}
+
+
+def interest(c: ConversationView, slow_ms: float | None) -> int:
+    """Lower is shown first."""
+    if c.state == "error" or c.error:
+        return 0
+    if c.missing or c.duplicated or c.out_of_order:
+        return 1
+    if c.state == "reconnecting" or c.reconnects:
+        return 2
+    if slow_ms is not None and c.last_latency_ms is not None and c.last_latency_ms >= slow_ms:
+        return 3
+    if c.state in LIVE_STATES:
+        return 4
+    return 5
+
+
+def pick_rows(
+    conversations: Sequence[ConversationView], cap: int, slow_ms: float | None
+) -> list[ConversationView]:
+    """The `cap` most interesting conversations, in display order, without duplicate ids."""
+    top = heapq.nsmallest(cap, conversations, key=lambda c: (interest(c, slow_ms), c.number))
+    seen: set[str] = set()
+    out = []
+    for c in top:
+        if c.conversation_id not in seen:
+            seen.add(c.conversation_id)
+            out.append(c)
+    return out
+
+
+def _count(n: int) -> Text:
+    return Text(str(n), style="bold red" if n else "", justify="right")
+
+
+# Short names so the state column fits 80 columns.
+_STATE_SHORT = {
+    "connecting": "connect",
+    "streaming": "stream",
+    "reconnecting": "reconn",
+    "publishing": "publish",
+    "draining": "drain",
+}
+
+
+def _state(state: str) -> Text:
+    return Text(_STATE_SHORT.get(state, state), style=_STATE_STYLE.get(state, ""))
+
+
+def _right(s: str, style: str = "") -> Text:
+    return Text(s, style=style, justify="right")
+
+
+# key, label, width, formatter of the raw value
+_Col = tuple[str, str, int, Callable[[Any], Any]]
+COLUMNS: tuple[_Col, ...] = (
+    ("num", "#", 4, lambda v: _right(str(v))),
+    ("state", "state", 7, _state),
+    ("recv", "recv/exp", 9, lambda v: _right(f"{v[0]}/{v[1]}")),
+    ("miss", "miss", 4, _count),
+    ("dup", "dup", 3, _count),
+    ("ooo", "ooo", 3, _count),
+    ("rc", "rc", 2, _count),
+    ("last", "last", 6, lambda v: _right(fmt_ms(v))),
+    ("p50", "p50", 6, lambda v: _right(fmt_ms(v))),
+    ("p99", "p99", 6, lambda v: _right(fmt_ms(v))),
+    ("age", "age", 5, lambda v: _right(fmt_age(v))),
+    ("error", "error", 28, lambda v: Text(v or "", style="red")),
+    ("id", "conversation id", 36, lambda v: v),
+)
+_P50 = 8
+_P99 = 9
+_KEEP = object()  # "not computed this tick": the cell keeps what it shows
+
+
+def _raw(c: ConversationView, with_percentiles: bool) -> list[Any]:
+    return [
+        c.number,
+        c.state,
+        (c.received, c.expected),
+        c.missing,
+        c.duplicated,
+        c.out_of_order,
+        c.reconnects,
+        c.last_latency_ms,
+        c.recent_percentile(50) if with_percentiles else _KEEP,
+        c.recent_percentile(99) if with_percentiles else _KEEP,
+        None if c.last_event_age_s is None else round(c.last_event_age_s, 1),
+        c.error,
+        c.conversation_id,
+    ]
+
+
+class ConversationTable(DataTable[Any]):
+    """Rows keyed by conversation id, updated cell by cell."""
+
+    DEFAULT_CSS = """
+    ConversationTable {
+        height: 1fr;
+        scrollbar-size-vertical: 1;
+    }
+    """
+
+    def __init__(self, *, cap: int = DEFAULT_ROW_CAP, **kwargs: Any) -> None:
+        super().__init__(cursor_type="row", **kwargs)
+        self.cap = cap
+        self._shown: dict[str, list[Any]] = {}
+        self._order: list[str] = []
+
+    def on_mount(self) -> None:
+        for key, label, width, _ in COLUMNS:
+            self.add_column(label, width=width, key=key)
+
+    def reset(self) -> None:
+        self.clear()
+        self._shown.clear()
+        self._order = []
+
+    def _visible_window(self) -> range:
+        first = int(self.scroll_y)
+        height = max(1, self.size.height)
+        return range(max(0, first - 2), first + height + 2)
+
+    def update_from(self, conversations: Sequence[ConversationView], slow_ms: float | None) -> int:
+        """Show the most interesting conversations; returns how many rows are shown."""
+        rows = pick_rows(conversations, self.cap, slow_ms)
+        wanted = [c.conversation_id for c in rows]
+        wanted_set = set(wanted)
+        for key in [k for k in self._shown if k not in wanted_set]:
+            self.remove_row(key)
+            del self._shown[key]
+        window = self._visible_window()
+        for i, c in enumerate(rows):
+            key = c.conversation_id
+            raw = _raw(c, i in window)
+            old = self._shown.get(key)
+            if old is None:
+                for col in (_P50, _P99):
+                    if raw[col] is _KEEP:
+                        raw[col] = None
+                self.add_row(
+                    *(fmt(v) for (_, _, _, fmt), v in zip(COLUMNS, raw, strict=True)), key=key
+                )
+                self._shown[key] = raw
+                continue
+            for col, value in enumerate(raw):
+                if value is _KEEP or value == old[col]:
+                    continue
+                old[col] = value
+                self.update_cell(key, COLUMNS[col][0], COLUMNS[col][3](value))
+        if wanted != self._order:
+            rank = {k: i for i, k in enumerate(wanted)}
+            self.sort("id", key=lambda cid: rank[cid])
+            self._order = wanted
+        return len(rows)
+
+
+class ConsumersPanel(Vertical):
+    """The conversation table and a totals line under it."""
+
+    DEFAULT_CSS = """
+    ConsumersPanel {
+        border: round $primary;
+        border-title-align: left;
+        height: 1fr;
+    }
+    ConsumersPanel #consumer-totals {
+        height: 1;
+        padding: 0 1;
+        background: $panel;
+    }
+    """
+
+    def __init__(self, *, cap: int = DEFAULT_ROW_CAP, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.cap = cap
+
+    def compose(self) -> ComposeResult:
+        yield ConversationTable(cap=self.cap, id="conversation-table")
+        yield Static(id="consumer-totals")
+
+    def on_mount(self) -> None:
+        self.border_title = "Consumers"
+
+    def reset(self) -> None:
+        self.query_one(ConversationTable).reset()
+
+    def update_from(self, snap: StatsSnapshot) -> None:
+        run = snap.total.latency.summary
+        slow_ms = None
+        if run.count >= 20:
+            slow_ms = max(run.p99, 2 * run.p50)
+        shown = self.query_one(ConversationTable).update_from(snap.conversations, slow_ms)
+        n = len(snap.conversations)
+        total = snap.total
+        t = Text(no_wrap=True, overflow="ellipsis")
+        t.append("rows ", "bold")
+        t.append(f"{shown}/{fmt_int(n)}")
+        t.append("  live ", "bold")
+        t.append(fmt_int(snap.conversations_live))
+        t.append("  done ", "bold")
+        t.append(fmt_int(total.conversations_completed))
+        for label, value in (
+            ("err", total.errors_total),
+            ("miss", total.tokens_missing),
+            ("dup", total.tokens_duplicated),
+            ("ooo", total.tokens_out_of_order),
+            ("rc", total.reconnects),
+        ):
+            t.append(f"  {label} ", "bold")
+            t.append(fmt_int(value), "bold red" if value else "")
+        self.query_one("#consumer-totals", Static).update(t)
+        self.border_subtitle = (
+            f"showing {shown} of {fmt_int(n)}, most interesting first" if n > shown else ""
+        )

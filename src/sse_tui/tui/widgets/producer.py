@@ -1,0 +1,57 @@
+"""The producer panel: what is being sent where, and how fast."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.widgets import Static
+
+from sse_tui.snapshot import StatsSnapshot
+from sse_tui.tui.format import fmt_clock, fmt_int, fmt_ms, fmt_rate
+
+
+class ProducerPanel(Static):
+    """Target, live settings and publish counters of the current run."""
+
+    DEFAULT_CSS = """
+    ProducerPanel {
+        border: round $primary;
+        border-title-align: left;
+        padding: 0 1;
+        height: 100%;
+    }
+    """
+
+    def on_mount(self) -> None:
+        self.border_title = "Producer"
+
+    def update_from(self, snap: StatsSnapshot) -> None:
+        s = snap.settings
+        total = snap.total
+        phase = snap.current_phase
+        now = snap.timeline[-1] if snap.timeline else None
+        pub_rate = now.published_per_s if now else total.published_per_s
+        recv_rate = now.received_per_s if now else total.received_per_s
+        lag = snap.health.schedule_lag
+        t = Text(no_wrap=True, overflow="ellipsis")
+
+        def row(label: str, value: str | Text, end: str = "\n") -> None:
+            t.append(f"{label:<10}", "bold")
+            t.append(value)
+            t.append(end)
+
+        row("mode", Text.assemble(s.mode, "  run ", (s.run_id, "dim")))
+        row("redis", s.redis)
+        row("sse", s.sse)
+        row("load", f"{s.conversations} conv · {s.delay_ms:g} ms · {s.tokens} tok")
+        row("phase", f"{snap.phase_index} · {phase.label}")
+        row("published", f"{fmt_int(total.tokens_published):>10}  {fmt_rate(pub_rate)}")
+        row("received", f"{fmt_int(total.tokens_received):>10}  {fmt_rate(recv_rate)}")
+        errors = Text(f"pub {total.publish_errors} · conn {total.errors_total}")
+        if total.publish_errors or total.errors_total:
+            errors.stylize("bold red")
+        row("errors", errors)
+        row("sched lag", f"p99 {fmt_ms(lag.p99)} ms · cpu {snap.health.cpu_percent:.0f}%")
+        # Last, as it is also on the status line: on a short screen this is the line cut off.
+        left = "∞" if snap.remaining_s is None else fmt_clock(snap.remaining_s)
+        row("time", f"{fmt_clock(snap.elapsed_s)} · left {left}", end="")
+        self.update(t)
