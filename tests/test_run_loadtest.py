@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import shutil
 import signal
 import subprocess
@@ -73,6 +74,29 @@ if plain[:1] == ["port-forward"]:
     srv.bind(("127.0.0.1", local_port))
     srv.listen(16)
     print(f"Forwarding from 127.0.0.1:{local_port}", flush=True)
+    if how == "proxy":  # a real tunnel, to FAKE_PF_TARGET_<service> (a loopback host:port)
+        import threading
+        service = [a for a in plain if a.startswith("svc/")][0][4:].replace("-", "_")
+        host, port = os.environ["FAKE_PF_TARGET_" + service].rsplit(":", 1)
+
+        def pump(src, dst):
+            try:
+                while data := src.recv(65536):
+                    dst.sendall(data)
+            except OSError:
+                pass
+            finally:
+                for sock in (src, dst):
+                    try:
+                        sock.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass
+
+        while True:
+            conn, _ = srv.accept()
+            upstream = socket.create_connection((host, int(port)), 5)
+            threading.Thread(target=pump, args=(conn, upstream), daemon=True).start()
+            threading.Thread(target=pump, args=(upstream, conn), daemon=True).start()
     while True:
         conn, _ = srv.accept()
         conn.settimeout(2)
@@ -122,18 +146,28 @@ def save():
         json.dump(record, f)
     os.replace(path + ".tmp", path)
 
+drain = {"until": None}
+
 def on_signal(signum, frame):
     record["signals"].append(signal.Signals(signum).name)
     save()
     if os.environ.get("RECORDER_IGNORE_TERM"):
         return
+    if os.environ.get("RECORDER_DRAIN"):  # like sse-tui: keep going a moment, then exit
+        drain["until"] = drain["until"] or time.monotonic() + float(os.environ["RECORDER_DRAIN"])
+        return
     sys.exit(0)
 
 signal.signal(signal.SIGTERM, on_signal)
+if os.environ.get("RECORDER_CATCH_INT"):  # like sse-tui's headless mode does
+    signal.signal(signal.SIGINT, on_signal)
+record["stdin_is_tty"] = os.isatty(0)
 save()
 linger = float(os.environ.get("RECORDER_LINGER", "0"))
 deadline = time.monotonic() + linger
 while time.monotonic() < deadline:
+    if drain["until"] and time.monotonic() > drain["until"]:
+        break
     time.sleep(0.05)
 sys.exit(int(os.environ.get("RECORDER_EXIT", "0")))
 """
@@ -683,6 +717,106 @@ def test_port_forward_without_kubectl_is_a_clear_error(harness: Harness) -> None
     assert result.returncode == 1
     assert "--port-forward needs kubectl" in result.stderr
     assert not harness.record_file.exists()
+
+
+def test_port_forward_leaves_the_terminal_to_sse_tui_and_ctrl_c_stops_it_once(
+    harness: Harness,
+) -> None:
+    """On a terminal, Ctrl-C signals the whole foreground process group. sse-tui catches it
+    itself (a second stop signal would make it skip the drain), so the script must not
+    forward another one; the tunnels, in their own sessions, stay up until sse-tui is done."""
+    controller, terminal = pty.openpty()
+    try:
+        proc = subprocess.Popen(
+            [str(SCRIPT), "--port-forward"],
+            cwd=harness.workdir,
+            env={
+                **harness.env,
+                "RECORDER_LINGER": "60",
+                "RECORDER_CATCH_INT": "1",
+                "RECORDER_DRAIN": "1",
+            },
+            stdin=terminal,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        harness.started.append(proc)
+        wait_for(harness.record_file.exists, 20, "sse-tui to start")
+        assert harness.record()["stdin_is_tty"] is True
+        pf_pids = harness.pf_pids()
+        os.killpg(proc.pid, signal.SIGINT)  # what the terminal does on Ctrl-C
+        proc.wait(20)
+    finally:
+        os.close(controller)
+        os.close(terminal)
+    assert harness.record()["signals"] == ["SIGINT"]
+    assert len(pf_pids) == 2
+    harness.assert_no_child_survives()
+
+
+@pytest.mark.timeout(120)
+def test_port_forward_end_to_end_with_the_real_cli_through_tunnels(harness: Harness) -> None:
+    """The real sse-tui against the real sandbox, through `kubectl port-forward` stand-ins
+    that relay bytes: published == received, nothing missing, JSON alone on stdout."""
+    sse_tui = Path(sys.executable).parent / "sse-tui"
+    if not (REPO / "src" / "sse_tui" / "__main__.py").exists() or not sse_tui.exists():
+        pytest.skip("the CLI has not landed yet")
+    sandbox = subprocess.Popen(
+        [str(sse_tui), "sandbox"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        addresses: dict[str, str] = {}
+        deadline = time.monotonic() + 30
+        while len(addresses) < 2 and time.monotonic() < deadline:
+            line = sandbox.stdout.readline()
+            if not line:
+                break
+            words = line.split()
+            if words[:1] == ["redis:"]:
+                addresses["redis"] = words[1]
+            elif words[:1] == ["SSE:"]:
+                addresses["sse_adapter"] = words[1].removeprefix("http://")
+        assert len(addresses) == 2, f"sandbox addresses not printed: {addresses}"
+        result = harness.run(
+            "--port-forward",
+            "-c",
+            "2",
+            "-t",
+            "5",
+            "-d",
+            "5",
+            "--duration",
+            "0",
+            "--no-tui",
+            "--json",
+            "-",
+            timeout=90,
+            SSE_TUI_BIN=str(sse_tui),
+            FAKE_PF="proxy",
+            FAKE_PF_TARGET_redis=addresses["redis"],
+            FAKE_PF_TARGET_sse_adapter=addresses["sse_adapter"],
+        )
+    finally:
+        os.killpg(sandbox.pid, signal.SIGTERM)
+        try:
+            sandbox.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(sandbox.pid, signal.SIGKILL)
+            sandbox.wait(5)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["tokens_published"] == summary["tokens_received"] == 10
+    assert summary["tokens_missing"] == 0
+    forwards = forwarded_ports(harness)
+    assert summary["settings"]["sse"] == f"http://127.0.0.1:{forwards['sse-adapter'][1]}"
+    harness.assert_no_child_survives()
 
 
 # --- bootstrap (slow) -----------------------------------------------------------------------
