@@ -70,7 +70,8 @@ Any other option is passed to sse-tui unchanged, for example:
   --demo                    Run against an embedded local sandbox (no cluster needed)
   --no-tui                  Headless output even on a terminal
   --json PATH|-             Write the final summary as JSON (- for stdout)
-  --config FILE.toml        Load settings from a profile (see config/); no auto-detection
+  --config FILE.toml        Load settings from a profile (see config/); no auto-detection,
+                            but --port-forward and -r/-s override the file's addresses
   --run-id ID               Conversation ids loadtest-ID-N (pair producer and consumer)
 The Go-style spellings (-mode, -redis, -sse, -conversations, -tokens, -token-delay,
 -duration) and -flag=value work too. All sse-tui options: .venv/bin/sse-tui --help
@@ -152,7 +153,7 @@ ensure_installed() {
 # Options
 
 MODE="" REDIS_ADDR="" SSE_URL="" CONVERSATIONS="" TOKENS="" TOKEN_DELAY="" DURATION=""
-PORT_FORWARD=0 INSTALL_ONLY=0 DEMO=0 HAS_CONFIG=0
+PORT_FORWARD=0 INSTALL_ONLY=0 DEMO=0 HAS_CONFIG=0 CONFIG_FILE=""
 PASSTHROUGH=()
 
 # `sandbox` is a subcommand of its own: hand it over untouched.
@@ -225,7 +226,9 @@ while [[ $# -gt 0 ]]; do
             # Not ours: sse-tui gets it unchanged, and judges it.
             case $name in
                 --demo|-demo) DEMO=1 ;;
-                --config|-config) HAS_CONFIG=1 ;;
+                --config|-config)
+                    HAS_CONFIG=1
+                    if [[ "$has_inline" == 1 ]]; then CONFIG_FILE=$inline; else CONFIG_FILE=${2:-}; fi ;;
             esac
             PASSTHROUGH+=("$arg"); NSHIFT=1 ;;
     esac
@@ -236,9 +239,24 @@ if (( PORT_FORWARD && DEMO )); then
     usage_error "--port-forward and --demo exclude each other: --demo runs a local sandbox"
 fi
 
-# The endpoints the mode needs (a --config file may set another mode: then look up both).
+# The mode a --config file sets, when -m does not: it decides which endpoints are needed.
+config_mode() {
+    local python=python3 venv_python="${SSE_TUI_VENV:-$SCRIPT_DIR/.venv}/bin/python"
+    if [[ -x "$venv_python" ]]; then
+        python=$venv_python
+    fi
+    "$python" -c 'import sys, tomllib
+with open(sys.argv[1], "rb") as f:
+    print(tomllib.load(f).get("mode", ""))' "$1" 2>/dev/null || true
+}
+
+# The endpoints the mode needs (a consumer given a Redis address also follows Redis).
+EFFECTIVE_MODE=$MODE
+if [[ -z "$EFFECTIVE_MODE" && -n "$CONFIG_FILE" && -f "$CONFIG_FILE" ]]; then
+    EFFECTIVE_MODE=$(config_mode "$CONFIG_FILE")
+fi
 NEED_REDIS=1 NEED_SSE=1
-case ${MODE:-both} in
+case ${EFFECTIVE_MODE:-both} in
     producer) NEED_SSE=0 ;;
     consumer) NEED_REDIS=0 ;;
 esac

@@ -633,6 +633,29 @@ def test_port_forward_only_forwards_what_the_run_needs(harness: Harness) -> None
     harness.assert_no_child_survives()
 
 
+@pytest.mark.parametrize(
+    ("option", "profile", "forwarded"),
+    [
+        ("--config", "consumer-only.toml", {"sse-adapter"}),
+        ("--config=", "producer-only.toml", {"redis"}),
+        ("--config", "smoke.toml", {"redis", "sse-adapter"}),
+    ],
+)
+def test_port_forward_follows_the_mode_of_a_config_file(
+    harness: Harness, option: str, profile: str, forwarded: set[str]
+) -> None:
+    path = str(REPO / "config" / profile)
+    args = [option + path] if option.endswith("=") else [option, path]
+    result = harness.run("--port-forward", *args)
+    assert result.returncode == 0, result.stderr
+    assert set(forwarded_ports(harness)) == forwarded
+    argv = harness.record()["argv"]
+    assert argv[: len(args)] == args
+    assert "--mode" not in argv  # the file's mode stands
+    assert ("--redis" in argv) == ("redis" in forwarded)
+    harness.assert_no_child_survives()
+
+
 def test_port_forward_keeps_stdin_for_sse_tui(harness: Harness) -> None:
     result = subprocess.run(
         [str(SCRIPT), "--port-forward", "-m", "producer"],
