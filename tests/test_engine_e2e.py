@@ -187,3 +187,37 @@ async def test_unreachable_sse_is_a_clear_fatal_error(sandbox: Sandbox) -> None:
     snap = await run(s)
     assert snap.state == "failed"
     assert snap.fatal_error is not None and "cannot reach the SSE adapter" in snap.fatal_error
+
+
+async def test_many_live_conversations_snapshot_carries_the_most_interesting(
+        sandbox: Sandbox) -> None:
+    from sse_tui.engine.engine import MAX_LIVE_VIEWS
+
+    engine = LoadEngine(settings_for(sandbox, mode="consumer", run_id="many", conversations=300,
+                                     duration_s=30, grace_s=0.1))
+    task = asyncio.ensure_future(engine.run())
+    for _ in range(300):
+        snap = engine.snapshot()
+        if snap.conversations_live == 300 and all(
+                c.state == "streaming" for c in snap.conversations):
+            break
+        await asyncio.sleep(0.02)
+    # One conversation gets a gap: it must be among the views although it is number 300.
+    import redis.asyncio as aioredis
+    client = aioredis.from_url(sandbox.redis_url)
+    for seq in (1, 3):
+        await client.publish("llm:tokens:loadtest-many-300",
+                             b'{"conversation_id":"loadtest-many-300","token":"x","sequence":%d,'
+                             b'"done":false,"timestamp":1}' % seq)
+    await client.aclose()
+    for _ in range(100):
+        snap = engine.snapshot()
+        if any(c.number == 300 and c.received == 2 for c in snap.conversations):
+            break
+        await asyncio.sleep(0.02)
+    engine.stop()
+    await asyncio.wait_for(task, 30)
+    assert snap.conversations_live == 300
+    assert len(snap.conversations) == MAX_LIVE_VIEWS
+    (gappy,) = [c for c in snap.conversations if c.number == 300]
+    assert gappy.missing == 1

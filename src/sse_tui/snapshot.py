@@ -209,7 +209,9 @@ class StatsSnapshot:
     phase_index: int
     phases: tuple[PhaseStats, ...]
     total: PhaseStats
-    conversations: tuple[ConversationView, ...]  # live ones, then recently finished ones
+    # Live ones (all up to 250, else the 250 most interesting: errors, gaps, slow), ordered by
+    # number, then the recently finished ones, newest first; conversations_live is the count.
+    conversations: tuple[ConversationView, ...]
     conversations_live: int
     health: SelfHealth
     timeline: tuple[TimelinePoint, ...] = ()

@@ -63,7 +63,7 @@ class Conversation:
         "last_received_ns",
         "number",
         "publish",
-        "recent_us",
+        "recent_ms",
         "reconnects",
         "seen_on_redis",
         "started_mono",
@@ -93,7 +93,7 @@ class Conversation:
         self.seen_on_redis = 0  # highest sequence seen published on Redis (consumer --redis)
         self.given_up = False
         self.last_latency_us: int | None = None
-        self.recent_us: deque[int] = deque(maxlen=RECENT_SAMPLES)
+        self.recent_ms: deque[float] = deque(maxlen=RECENT_SAMPLES)
         self.reconnects = 0
         self.started_mono = 0.0
         self.task: asyncio.Task[None] | None = None
@@ -212,7 +212,7 @@ class Conversation:
         lat_us = (rx - ts) // 1000
         phase.latency.record(lat_us)
         self.last_latency_us = lat_us
-        self.recent_us.append(lat_us)
+        self.recent_ms.append(lat_us / 1000.0)
         if self.last_received_ns:
             phase.itl.record((rx - self.last_received_ns) // 1000)
         elif not self.first_token_done:
@@ -274,7 +274,7 @@ class Conversation:
             reconnects=self.reconnects,
             last_latency_ms=(self.last_latency_us / 1000.0
                              if self.last_latency_us is not None else None),
-            recent_latency_ms=tuple(v / 1000.0 for v in self.recent_us),
+            recent_latency_ms=tuple(self.recent_ms),
             last_event_age_s=((now_ns - self.last_activity_ns) / 1e9
                               if self.last_activity_ns else None),
             error=self.error,

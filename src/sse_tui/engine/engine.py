@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import heapq
 import time
 from collections import deque
+from collections.abc import Iterable
 from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
@@ -24,7 +27,10 @@ from sse_tui.settings import Settings, redis_url, sse_base
 from sse_tui.snapshot import PhaseStats, StatsSnapshot, TimelinePoint
 
 PREFLIGHT_TIMEOUT_S = 5.0
-FINISHED_KEPT = 100  # recently finished conversations kept for the views
+FINISHED_KEPT = 50  # recently finished conversations kept for the views
+# Above this many live conversations a snapshot carries only the most interesting ones:
+# building a view costs ~7 µs on the engine's loop, and no table shows thousands of rows.
+MAX_LIVE_VIEWS = 250
 FOLLOW_SEEN_KEPT = 10_000  # conversation ids remembered by the Redis follower
 SPARKLINE_SAMPLES = 240
 TIMELINE_KEPT = 3600
@@ -431,9 +437,15 @@ class LoadEngine:
     def snapshot(self) -> StatsSnapshot:
         now = self.elapsed_s()
         phases = tuple(self._frozen_phases.get(p.index) or p.freeze(now) for p in self._phases)
-        total = PhaseRecorder.merged(self._phases).freeze(now, copy=False)
+        if len(phases) == 1:  # the total is that phase: skip merging copies of its histograms
+            total = dataclasses.replace(phases[0], index=-1, label="total")
+        else:
+            total = PhaseRecorder.merged(self._phases).freeze(now, copy=False)
         now_ns = time.time_ns()
-        live = sorted(self._live.values(), key=lambda c: (c.discovered, c.number))
+        live: Iterable[Conversation] = self._live.values()
+        if len(self._live) > MAX_LIVE_VIEWS:
+            live = heapq.nlargest(MAX_LIVE_VIEWS, live, key=_interest)
+        live = sorted(live, key=lambda c: (c.discovered, c.number))
         views = tuple(c.view(now_ns) for c in live) + tuple(
             c.view(now_ns) for c in reversed(self._finished))
         s = self.settings
@@ -459,6 +471,13 @@ class LoadEngine:
             loop_lag_total=self.selfwatch.loop_lag_total.freeze(),
             schedule_lag_total=self.selfwatch.schedule_lag_total.freeze(),
         )
+
+
+def _interest(conv: Conversation) -> tuple[int, int, int, int]:
+    """Rank for the views when not all conversations fit: trouble first, then slow ones."""
+    t = conv.tracker
+    return (conv.state == "error", t.highest - t.unique + t.duplicated + t.out_of_order
+            + conv.reconnects, conv.state != "streaming", conv.last_latency_us or 0)
 
 
 def _caught_up(conv: Conversation) -> bool:
