@@ -141,3 +141,32 @@ def test_sandbox_command_prints_addresses_and_stops_on_sigterm() -> None:
             proc.kill()
             proc.wait()
     assert proc.returncode == 0
+
+
+def test_merge_combines_pods_exactly(tmp_path: Path) -> None:
+    from sse_tui.engine.stats import LatencyHistogram
+
+    paths = []
+    for i in range(2):
+        out = tmp_path / f"pod{i}.json"
+        r = sse_tui("--demo", "--no-tui", "-c", "2", "-t", str(10 + 5 * i), "-d", "1",
+                    "-duration", "0", "--run-id", f"pod-{i}", "--json", str(out))
+        assert r.returncode == 0, r.stderr
+        paths.append(out)
+    pods = [json.loads(p.read_text()) for p in paths]
+    merged_path = tmp_path / "merged.json"
+    r = sse_tui("merge", *map(str, paths), "--json", str(merged_path))
+    assert r.returncode == 0, r.stderr
+    assert "merged 2 summaries" in r.stdout
+    merged = json.loads(merged_path.read_text())
+    assert merged["tokens_received"] == 20 + 30
+    assert merged["conversations"] == {"started": 4, "completed": 4, "incomplete": 0}
+    both = LatencyHistogram()
+    for pod in pods:
+        both.add(LatencyHistogram.decode(pod["histograms"]["latency"]))
+    assert merged["latency_ms"] == both.freeze().summary.to_dict()
+    assert merged["latency_ms"]["count"] == 50
+    bad = tmp_path / "bad.json"
+    bad.write_text("{}")
+    r = sse_tui("merge", str(bad))
+    assert r.returncode == 2 and "not an sse-tui --json summary" in r.stderr

@@ -10,8 +10,13 @@ from sse_tui.settings import UsageError
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
     try:
-        options = parse_args(sys.argv[1:] if argv is None else argv)
+        if args[:1] == ["merge"]:
+            from sse_tui.merge import main as merge_main
+
+            return merge_main(args[1:])
+        options = parse_args(args)
         return _run(options)
     except UsageError as e:
         print(f"sse-tui: {e}", file=sys.stderr)
