@@ -24,8 +24,9 @@ async def run(settings: Settings, **kw: object) -> StatsSnapshot:
     return await asyncio.wait_for(LoadEngine(settings, **kw).run(), 30)  # type: ignore[arg-type]
 
 
-async def test_both_mode_one_round_delivers_everything(sandbox: Sandbox) -> None:
-    snap = await run(settings_for(sandbox, run_id="e2e-both"))
+@pytest.mark.parametrize("transport", ["raw", "httpx"])
+async def test_both_mode_one_round_delivers_everything(sandbox: Sandbox, transport: str) -> None:
+    snap = await run(settings_for(sandbox, run_id=f"e2e-both-{transport}", transport=transport))
     t = snap.total
     assert snap.state == "finished" and snap.fatal_error is None
     assert t.conversations_started == 4

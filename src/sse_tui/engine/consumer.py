@@ -246,8 +246,12 @@ class Conversation:
         missing = self.tracker.missing(last, first) if reading else 0
         self._final = (missing, last)
         phase.tokens_missing += missing
-        complete = (not reading or (self.tracker.done_seq > 0 and missing == 0)) and (
-            self.publish is None or self.publish.finished)
+        # A received done token proves everything was published, even if the publisher has
+        # not yet processed its pipeline's reply (the token can outrun it).
+        if reading:
+            complete = self.tracker.done_seq > 0 and missing == 0
+        else:
+            complete = self.publish is not None and self.publish.finished
         if complete and self.error is None:
             phase.conversations_completed += 1
             self.state = "done"
