@@ -536,7 +536,7 @@ run_with_port_forward() {
     (( ${#PF_PIDS[@]} )) || log_warn "--port-forward: -r/-s given for everything this mode needs; nothing to forward."
 
     # A background job reads /dev/null unless told otherwise; sse-tui needs the terminal.
-    exec 3<&0 2>/dev/null || exec 3</dev/null   # (stdin may be closed, as in some CI)
+    { exec 3<&0; } 2>/dev/null || exec 3</dev/null   # (/dev/null when stdin is closed)
     "$SSE_TUI" "$@" ${extra[@]+"${extra[@]}"} <&3 3<&- &
     CHILD_PID=$!
     exec 3<&-
