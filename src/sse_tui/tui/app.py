@@ -46,13 +46,17 @@ POLL_INTERVAL_S = 0.25
 WIDE_COLUMNS = 140
 TALL_ROWS = 40
 
-HELP_NOTES = """\
-Each change of conversations or delay starts a new stats phase (see the Phases panel; on a
-narrow screen press v to show it). The status line turns yellow when the load generator
-itself may be distorting the figures (event-loop lag, CPU), red on a fatal error.
-When the run ends the app stays on the final figures: r starts a new run with the current
-settings. On quit the final summary is printed to the terminal (and the JSON written, if
---json was given)."""
+HELP_NOTES = (
+    "Each change of conversations or delay starts a new stats phase (the Phases panel; "
+    "on a narrow screen v shows it in place of the consumers).\n"
+    "Consumers lists errors first, then lost, duplicated or out-of-order tokens, "
+    "reconnects and slow conversations, capped at a few hundred rows.\n"
+    "The status line turns yellow when the load generator itself may be distorting the "
+    "figures (event-loop lag, CPU), red on a fatal error.\n"
+    "When the run ends the app stays on the final figures; r starts a new run with the "
+    "current settings. On quit the final summary is printed to the terminal and the JSON "
+    "written if --json was given."
+)
 
 
 _CONVERSATIONS = Binding.Group("Conv", compact=True)
@@ -167,7 +171,10 @@ class SseTuiApp(App[int]):
         row_cap: int = DEFAULT_ROW_CAP,
         log_handler: MemoryLogHandler | None = None,
     ) -> None:
-        super().__init__()
+        # NO_COLOR: with ansi_color the filter Textual picks is NoColor (the terminal's own
+        # foreground and background) rather than Monochrome (greys, which a 16-colour
+        # terminal turns into black on black).
+        super().__init__(ansi_color=True if "NO_COLOR" in os.environ else None)
         self.handle = handle
         self.config_path = config_path
         self.json_path = json_path
@@ -196,7 +203,9 @@ class SseTuiApp(App[int]):
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
-        if not self.is_headless and self.console.color_system in (None, "standard", "windows"):
+        if self.no_color or (
+            not self.is_headless and self.console.color_system in (None, "standard", "windows")
+        ):
             # 16 colours (TERM=xterm or unset, kubectl exec): the terminal's own palette
             # looks right where the default theme's RGB colours would be approximated.
             self.theme = "ansi-dark"
@@ -249,6 +258,8 @@ class SseTuiApp(App[int]):
             log.exception("snapshot failed")
             self.notify(f"engine snapshot failed: {exc}", severity="error", timeout=5)
             return
+        if not all(p.ready for p in (self.latency_panel, self.consumers_panel, self.phases_panel)):
+            return  # the panels' own children mount a moment after the app's on_mount
         self.polls += 1
         with self.batch_update():
             self._apply(snap)
@@ -511,9 +522,11 @@ def run_tui(
         status = finish_run(handle, json_path=json_path, out=out)
     warnings = [text for level, text in logs.records if level >= logging.WARNING]
     if warnings:
-        print(
-            f"{len(warnings)} warning(s) during the run; the last: {warnings[-1]}", file=sys.stderr
-        )
+        with contextlib.suppress(OSError):  # the terminal may be gone (SIGHUP)
+            print(
+                f"{len(warnings)} warning(s) during the run; the last: {warnings[-1]}",
+                file=sys.stderr,
+            )
     if app.return_code not in (None, 0):
         return app.return_code or 1
     return status

@@ -145,8 +145,6 @@ class ConversationTable(DataTable[Any]):
         self.cap = cap
         self._shown: dict[str, list[Any]] = {}
         self._order: list[str] = []
-
-    def on_mount(self) -> None:
         for key, label, width, _ in COLUMNS:
             self.add_column(label, width=width, key=key)
 
@@ -212,24 +210,29 @@ class ConsumersPanel(Vertical):
 
     def __init__(self, *, cap: int = DEFAULT_ROW_CAP, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.cap = cap
+        self.table = ConversationTable(cap=cap, id="conversation-table")
+        self.totals = Static(id="consumer-totals")
 
     def compose(self) -> ComposeResult:
-        yield ConversationTable(cap=self.cap, id="conversation-table")
-        yield Static(id="consumer-totals")
+        yield self.table
+        yield self.totals
+
+    @property
+    def ready(self) -> bool:
+        return self.table.is_mounted and self.totals.is_mounted
 
     def on_mount(self) -> None:
         self.border_title = "Consumers"
 
     def reset(self) -> None:
-        self.query_one(ConversationTable).reset()
+        self.table.reset()
 
     def update_from(self, snap: StatsSnapshot) -> None:
         run = snap.total.latency.summary
         slow_ms = None
         if run.count >= 20:
             slow_ms = max(run.p99, 2 * run.p50)
-        shown = self.query_one(ConversationTable).update_from(snap.conversations, slow_ms)
+        shown = self.table.update_from(snap.conversations, slow_ms)
         n = len(snap.conversations)
         total = snap.total
         t = Text(no_wrap=True, overflow="ellipsis")
@@ -248,7 +251,7 @@ class ConsumersPanel(Vertical):
         ):
             t.append(f"  {label} ", "bold")
             t.append(fmt_int(value), "bold red" if value else "")
-        self.query_one("#consumer-totals", Static).update(t)
+        self.totals.update(t)
         self.border_subtitle = (
             f"showing {shown} of {fmt_int(n)}, most interesting first" if n > shown else ""
         )

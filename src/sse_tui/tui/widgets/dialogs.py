@@ -30,7 +30,7 @@ class SettingsScreen(ModalScreen[SettingsChange | None]):
         padding: 0 1;
         background: $surface;
     }
-    SettingsScreen Input { margin: 0 0 1 0; }
+    SettingsScreen Input { width: 24; }
     SettingsScreen #settings-error { color: $error; height: auto; }
     SettingsScreen #settings-help { color: $text-muted; }
     """

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Vertical
@@ -124,10 +126,20 @@ class LatencyPanel(Vertical):
     LatencyPanel Sparkline { height: 1; margin: 0 0 0 0; }
     """
 
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.figures = Static(id="latency-figures")
+        self.sparkline = Sparkline([], summary_function=max, id="latency-spark")
+        self.chart = LatencyChart(id="latency-chart")
+
     def compose(self) -> ComposeResult:
-        yield Static(id="latency-figures")
-        yield Sparkline([], summary_function=max, id="latency-spark")
-        yield LatencyChart(id="latency-chart")
+        yield self.figures
+        yield self.sparkline
+        yield self.chart
+
+    @property
+    def ready(self) -> bool:
+        return self.chart.is_mounted
 
     def on_mount(self) -> None:
         self.border_title = "Latency"
@@ -144,9 +156,8 @@ class LatencyPanel(Vertical):
         figures.append(fmt_ms(d.max))
         figures.append(" ms")
         figures.append(f"  (phase {snap.phase_index})", "dim")
-        self.query_one("#latency-figures", Static).update(figures)
-        spark = self.query_one(Sparkline)
+        self.figures.update(figures)
         recent = list(snap.recent_latency_ms)
-        if spark.data != recent:
-            spark.data = recent
-        self.query_one(LatencyChart).set_points(snap.timeline)
+        if self.sparkline.data != recent:
+            self.sparkline.data = recent
+        self.chart.set_points(snap.timeline)

@@ -13,17 +13,17 @@ from sse_tui.snapshot import PhaseStats, StatsSnapshot
 from sse_tui.tui.format import fmt_clock, fmt_int, fmt_ms
 
 COLUMNS: tuple[tuple[str, str, int], ...] = (
-    ("ph", "ph", 3),
-    ("conv", "conv", 6),
-    ("delay", "delay", 6),
+    ("ph", "ph", 2),
+    ("conv", "conv", 5),
+    ("delay", "delay", 5),
     ("from", "from", 5),
     ("dur", "dur", 5),
-    ("pub", "pub/s", 7),
-    ("recv", "recv/s", 7),
+    ("pub", "pub/s", 6),
+    ("recv", "recv/s", 6),
     ("p50", "p50", 6),
     ("p99", "p99", 6),
     ("err", "err", 4),
-    ("miss", "miss", 5),
+    ("miss", "miss", 4),
 )
 
 
@@ -58,8 +58,6 @@ class PhaseTable(DataTable[Any]):
         super().__init__(cursor_type="row", **kwargs)
         self._rows: dict[str, list[str]] = {}
         self._final: set[str] = set()
-
-    def on_mount(self) -> None:
         for key, label, width in COLUMNS:
             self.add_column(label, width=width, key=key)
 
@@ -102,15 +100,23 @@ class PhasesPanel(Vertical):
     }
     """
 
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.table = PhaseTable(id="phase-table")
+
     def compose(self) -> ComposeResult:
-        yield PhaseTable(id="phase-table")
+        yield self.table
+
+    @property
+    def ready(self) -> bool:
+        return self.table.is_mounted
 
     def on_mount(self) -> None:
         self.border_title = "Phases"
 
     def reset(self) -> None:
-        self.query_one(PhaseTable).reset()
+        self.table.reset()
 
     def update_from(self, snap: StatsSnapshot) -> None:
-        self.query_one(PhaseTable).update_from(snap)
+        self.table.update_from(snap)
         self.border_subtitle = f"current {snap.phase_index}"

@@ -14,6 +14,8 @@ class ProducerPanel(Static):
 
     DEFAULT_CSS = """
     ProducerPanel {
+        text-wrap: nowrap;
+        text-overflow: ellipsis;
         border: round $primary;
         border-title-align: left;
         padding: 0 1;
@@ -53,5 +55,23 @@ class ProducerPanel(Static):
         row("sched lag", f"p99 {fmt_ms(lag.p99)} ms · cpu {snap.health.cpu_percent:.0f}%")
         # Last, as it is also on the status line: on a short screen this is the line cut off.
         left = "∞" if snap.remaining_s is None else fmt_clock(snap.remaining_s)
-        row("time", f"{fmt_clock(snap.elapsed_s)} · left {left}", end="")
+        row("time", f"{fmt_clock(snap.elapsed_s)} · left {left}")
+        # Only a tall screen shows these.
+        row(
+            "convs",
+            f"started {fmt_int(total.conversations_started)} · done "
+            f"{fmt_int(total.conversations_completed)} · incomplete "
+            f"{fmt_int(total.conversations_incomplete)}",
+        )
+        row(
+            "conns",
+            f"opened {fmt_int(total.connections_opened)} · closed "
+            f"{fmt_int(total.connections_closed)} · reconnects {fmt_int(total.reconnects)}",
+        )
+        row(
+            "first tok",
+            f"p50 {fmt_ms(total.first_token.summary.p50)} · connect p50 "
+            f"{fmt_ms(total.connect.summary.p50)} ms",
+            end="",
+        )
         self.update(t)

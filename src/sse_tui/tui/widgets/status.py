@@ -23,6 +23,8 @@ class StatusLine(Static):
 
     DEFAULT_CSS = """
     StatusLine {
+        text-wrap: nowrap;
+        text-overflow: ellipsis;
         height: 1;
         width: 1fr;
         padding: 0 1;
