@@ -3,7 +3,8 @@
 #
 # Same options and defaults as the original (-m -r -s -c -t -d --duration -h); every other
 # argument goes to sse-tui unchanged (--demo, --no-tui, --json PATH, --config FILE,
-# --run-id ID, ...), and `./run-loadtest.sh sandbox ...` runs `sse-tui sandbox ...`.
+# --run-id ID, ...), and `./run-loadtest.sh sandbox ...` runs `sse-tui sandbox ...` (the
+# same for any other subcommand, e.g. merge).
 #
 # On first use, and whenever pyproject.toml is newer than the last install, it creates
 # .venv next to this script and installs sse-tui into it (the original built its binary
@@ -49,7 +50,7 @@ die() { log_error "$*"; exit 1; }
 usage() {
     cat <<EOF
 Usage: $PROG [OPTIONS] [SSE-TUI OPTIONS]
-       $PROG sandbox [SANDBOX OPTIONS]
+       $PROG sandbox|merge ...     (sse-tui's subcommands, passed through untouched)
 
 Distributed SSE Load Generator (sse-tui)
 
@@ -156,8 +157,8 @@ MODE="" REDIS_ADDR="" SSE_URL="" CONVERSATIONS="" TOKENS="" TOKEN_DELAY="" DURAT
 PORT_FORWARD=0 INSTALL_ONLY=0 DEMO=0 HAS_CONFIG=0 CONFIG_FILE=""
 PASSTHROUGH=()
 
-# `sandbox` is a subcommand of its own: hand it over untouched.
-if [[ "${1:-}" == "sandbox" ]]; then
+# A subcommand (`sandbox`, `merge`, ...) is sse-tui's business alone: hand it over untouched.
+if [[ -n "${1:-}" && "${1:0:1}" != "-" ]]; then
     ensure_installed
     exec "$SSE_TUI" "$@"
 fi

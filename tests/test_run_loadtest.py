@@ -455,12 +455,14 @@ def test_everything_after_double_dash_goes_through(harness: Harness) -> None:
     ]
 
 
-def test_demo_and_sandbox_skip_detection(harness: Harness) -> None:
+def test_demo_and_subcommands_skip_detection(harness: Harness) -> None:
     with_origin_kubeconfig(harness)
     assert harness.run("--demo", "-c", "2").returncode == 0
     assert harness.record()["argv"] == ["--conversations", "2", "--demo"]
     assert harness.run("sandbox", "--help").returncode == 0
     assert harness.record()["argv"] == ["sandbox", "--help"]
+    assert harness.run("merge", "a.json", "-c", "b.json").returncode == 0
+    assert harness.record()["argv"] == ["merge", "a.json", "-c", "b.json"]
     assert harness.kubectl_calls() == []
 
 
@@ -853,6 +855,11 @@ def test_port_forward_end_to_end_with_the_real_cli_through_tunnels(harness: Harn
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
     assert summary["tokens_published"] == summary["tokens_received"] == 10
+    # docs/kubernetes.md pulls the JSON out of a pod's log, where stderr and stdout mix,
+    # with sed -n '/^{$/,/^}$/p': the same cut here.
+    lines = (result.stderr + result.stdout).splitlines()
+    start = lines.index("{")
+    assert json.loads("\n".join(lines[start : lines.index("}", start) + 1])) == summary
     assert summary["tokens_missing"] == 0
     forwards = forwarded_ports(harness)
     assert summary["settings"]["sse"] == f"http://127.0.0.1:{forwards['sse-adapter'][1]}"
