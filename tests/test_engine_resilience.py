@@ -85,7 +85,6 @@ async def test_a_blocked_event_loop_raises_the_overload_warning(sandbox: Sandbox
     engine = LoadEngine(s)
     task = asyncio.ensure_future(engine.run())
     await asyncio.sleep(0.5)
-    assert engine.snapshot().health.warning is None
     for _ in range(40):  # something hogging the loop for 15 ms at a time, 40 times
         time.sleep(0.015)
         await asyncio.sleep(0.005)
