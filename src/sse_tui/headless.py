@@ -28,7 +28,7 @@ def describe_run(s: Settings) -> str:
     }[s.mode]
     length = f"for {s.duration_s:g}s" if s.duration_s > 0 else "for one round"
     return (f"sse-tui: {s.mode} mode, {s.conversations} conversations x {s.tokens} tokens, "
-            f"delay {s.delay_ms:g} ms, {length}; {target} (run id {s.run_id})")
+            f"delay {s.delay_ms:g} ms, {length}\n  {target} (run id {s.run_id})")
 
 
 def run_headless(settings: Settings, *, json_path: str | None = None, follow_redis: bool = False,

@@ -39,11 +39,16 @@ def progress_line(snap: StatsSnapshot, now: float | None = None) -> str:
     return line
 
 
+def _num(v: float) -> str:
+    return f"{v:.2f}" if v < 100 else f"{v:.0f}"
+
+
 def _dist_row(name: str, d: Distribution) -> str:
+    """One distribution in under 80 columns: `Latency  p50 0.38 p90 … ms  n=2541`."""
     if d.count == 0:
         return f"{name:<22}-"
-    return (f"{name:<22}p50 {_ms(d.p50)}  p90 {_ms(d.p90)}  p99 {_ms(d.p99)}  "
-            f"p99.9 {_ms(d.p999)}  (n={d.count})")
+    return (f"{name:<22}p50 {_num(d.p50)}  p90 {_num(d.p90)}  p99 {_num(d.p99)}  "
+            f"p99.9 {_num(d.p999)} ms  n={d.count}")
 
 
 def format_summary(snap: StatsSnapshot) -> str:
@@ -104,11 +109,12 @@ def format_summary(snap: StatsSnapshot) -> str:
 def _self_check(snap: StatsSnapshot) -> str:
     lag = snap.loop_lag_total.summary if snap.loop_lag_total else Distribution.empty()
     sched = snap.schedule_lag_total.summary if snap.schedule_lag_total else Distribution.empty()
-    text = f"Generator self-check: event-loop lag p99 {_ms(lag.p99)}"
+    warning = snap.health.warning
+    text = (f"Generator self-check: {'OVERLOADED' if warning else 'not the bottleneck'}\n"
+            f"  event-loop lag p99 {_ms(lag.p99)}")
     if sched.count:
         text += f", publish schedule lag p99 {_ms(sched.p99)}"
-    warning = snap.health.warning
-    return text + (f"\nWARNING: {warning}" if warning else " (not the bottleneck)")
+    return text + (f"\nWARNING: {warning}" if warning else "")
 
 
 def _hist(h: HistogramSnapshot | None) -> dict[str, Any]:
