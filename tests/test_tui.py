@@ -108,9 +108,10 @@ async def test_each_change_appears_as_a_new_phase() -> None:
         assert row[:3] == ["2", "6", "100"]
 
 
-async def test_phases_and_consumers_side_by_side_when_wide() -> None:
+@pytest.mark.parametrize("size", [(160, 50), (190, 30)])
+async def test_phases_and_consumers_both_shown_when_tall_or_wide(size: tuple[int, int]) -> None:
     app = make_app(engine())
-    async with app.run_test(size=(160, 50)) as pilot:
+    async with app.run_test(size=size) as pilot:
         await wait_for(pilot, lambda: app.polls >= 1, what="first poll")
         assert app.main_screen.query_one("#phases").display
         assert app.main_screen.query_one("#consumers").display

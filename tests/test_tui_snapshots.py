@@ -70,3 +70,17 @@ def test_help_80x24(snap_compare) -> None:  # type: ignore[no-untyped-def]
         await pilot.press("question_mark")
 
     assert snap_compare(make_app(frozen_run()), terminal_size=(80, 24), run_before=open_help)
+
+
+async def _save_readme_screenshot(path: str, size: tuple[int, int]) -> None:
+    app = make_app(frozen_run(conversations=16))
+    async with app.run_test(size=size) as pilot:
+        await settled(pilot)
+        app.save_screenshot(filename=path)
+
+
+if __name__ == "__main__":
+    # python -m tests.test_tui_snapshots: regenerate docs/screenshot.svg for the README.
+    import asyncio
+
+    asyncio.run(_save_readme_screenshot("docs/screenshot.svg", (150, 42)))

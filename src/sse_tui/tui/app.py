@@ -20,7 +20,7 @@ from typing import IO, Any, ClassVar
 
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Horizontal
+from textual.containers import Container, Horizontal
 from textual.events import Resize
 from textual.screen import Screen
 from textual.widgets import Footer
@@ -41,9 +41,9 @@ from sse_tui.tui.widgets.status import StatusLine
 log = logging.getLogger(__name__)
 
 POLL_INTERVAL_S = 0.25
-# Layout breakpoints: the phases panel sits beside the consumers from this width on,
-# and the top panels grow from this height on.
-WIDE_COLUMNS = 140
+# Layout breakpoints: from this height on the top panels grow and the phases sit under the
+# consumers; from this width on they sit beside them (which leaves the consumers 90 columns).
+WIDE_COLUMNS = 170
 TALL_ROWS = 40
 
 HELP_NOTES = (
@@ -197,7 +197,7 @@ class SseTuiApp(App[int]):
         with Horizontal(id="top"):
             yield ProducerPanel(id="producer")
             yield LatencyPanel(id="latency")
-        with Horizontal(id="bottom"):
+        with Container(id="bottom"):
             yield ConsumersPanel(cap=self.row_cap, id="consumers")
             yield PhasesPanel(id="phases")
         yield Footer(compact=True)
@@ -230,11 +230,12 @@ class SseTuiApp(App[int]):
 
     def _apply_size(self, width: int, height: int) -> None:
         assert self.main_screen is not None
-        wide = width >= WIDE_COLUMNS
-        if wide != self.main_screen.has_class("-wide"):
-            self.main_screen.set_class(wide, "-wide")
+        screen = self.main_screen
+        wide, tall = width >= WIDE_COLUMNS, height >= TALL_ROWS
+        if (wide, tall) != (screen.has_class("-wide"), screen.has_class("-tall")):
+            screen.set_class(wide, "-wide")
+            screen.set_class(tall, "-tall")
             self.refresh_bindings()
-        self.main_screen.set_class(height >= TALL_ROWS, "-tall")
 
     def _start_engine(self) -> None:
         """Start the engine unless whoever built the app already did."""
@@ -301,8 +302,10 @@ class SseTuiApp(App[int]):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "restart":
             return self.run_finished
-        if action == "toggle_phases":  # both panels are on screen when wide
-            return self.main_screen is None or not self.main_screen.has_class("-wide")
+        if action == "toggle_phases":  # both panels are on screen when wide or tall
+            return self.main_screen is None or not (
+                self.main_screen.has_class("-wide") or self.main_screen.has_class("-tall")
+            )
         return True
 
     @property
