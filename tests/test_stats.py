@@ -46,6 +46,21 @@ def test_histograms_merge_and_survive_encoding() -> None:
     assert merged.freeze().summary == both.freeze().summary
 
 
+def test_histogram_snapshots_pickle_exactly() -> None:
+    import pickle
+
+    h = LatencyHistogram()
+    rng = random.Random(5)
+    for _ in range(20_000):
+        h.record(int(rng.lognormvariate(6, 1.2)) + 1)
+    frozen = h.freeze()
+    data = pickle.dumps(frozen)
+    assert len(data) < 23552 * 8 / 2  # the non-zero span only, not all 23552 buckets
+    copy = pickle.loads(data)
+    assert copy.summary == frozen.summary
+    assert pickle.loads(pickle.dumps(LatencyHistogram().freeze())).count == 0
+
+
 def test_empty_histogram_summary_is_nan_and_null_in_json() -> None:
     d = LatencyHistogram().freeze().summary
     assert d.count == 0 and math.isnan(d.p99)

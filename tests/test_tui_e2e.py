@@ -1,10 +1,10 @@
-"""The real app over the real engine thread against the local sandbox stack."""
+"""The real app over the real engine (in its own process) against the local sandbox."""
 
 from __future__ import annotations
 
 import io
 
-from sse_tui.engine.runner import EngineThread
+from sse_tui.engine.process_runner import EngineProcess
 from sse_tui.sandbox import Sandbox
 from sse_tui.settings import Settings
 from sse_tui.tui.app import finish_run, make_app
@@ -22,7 +22,7 @@ async def test_tokens_flow_and_a_key_reaches_the_engine(sandbox: Sandbox) -> Non
         duration_s=60,
         grace_s=1.0,
     )
-    handle = EngineThread(settings)
+    handle = EngineProcess(settings)
     app = make_app(handle)
     try:
         async with app.run_test(size=(80, 24)) as pilot:
@@ -52,5 +52,4 @@ async def test_tokens_flow_and_a_key_reaches_the_engine(sandbox: Sandbox) -> Non
         assert finish_run(handle, out=out) == 0
         assert "Tokens Received:" in out.getvalue()
     finally:
-        handle.stop()
-        handle.join(15)
+        handle.close()

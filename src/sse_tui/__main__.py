@@ -6,7 +6,7 @@ import sys
 from collections.abc import Sequence
 
 from sse_tui.cli_args import CliOptions, parse_args, use_tui
-from sse_tui.settings import UsageError
+from sse_tui.settings import Settings, UsageError
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -60,15 +60,17 @@ def _run(options: CliOptions) -> int:
             sandbox.stop()
 
 
-def _run_tui(options: CliOptions, settings, follow_redis: bool) -> int:  # type: ignore[no-untyped-def]
-    from sse_tui.engine.runner import EngineThread
+def _run_tui(options: CliOptions, settings: Settings, follow_redis: bool) -> int:
+    from sse_tui.engine.process_runner import EngineProcess
     from sse_tui.tui.app import run_tui
 
-    # The engine and the UI share the GIL: a short switch interval keeps a repaint from
-    # holding the engine's thread off the CPU for the default 5 ms.
-    sys.setswitchinterval(0.001)
-    handle = EngineThread(settings, follow_redis=follow_redis)
-    return run_tui(handle, config_path=options.config_path, json_path=options.json_path)
+    # The engine runs in a process of its own: sharing the UI's GIL, a repaint showed up
+    # as up to 100 ms of latency in the engine's measurements.
+    handle = EngineProcess(settings, follow_redis=follow_redis)
+    try:
+        return run_tui(handle, config_path=options.config_path, json_path=options.json_path)
+    finally:
+        handle.close()
 
 
 if __name__ == "__main__":

@@ -138,6 +138,13 @@ class Settings:
     def with_changes(self, **changes: Any) -> Settings:
         return replace(self, **changes)
 
+    def for_next_run(self) -> Settings:
+        """The same settings under a new run id (`<id>-r2`, `-r3`, …), so that a new run's
+        conversation ids never meet streams the previous run left behind."""
+        m = re.fullmatch(r"(.*)-r(\d+)", self.run_id)
+        run_id = f"{m[1]}-r{int(m[2]) + 1}" if m else f"{self.run_id}-r2"
+        return replace(self, run_id=run_id)
+
     def conversation_id(self, n: int) -> str:
         """`loadtest-<run-id>-<n>`: a producer and a consumer given the same run id line up."""
         return f"loadtest-{self.run_id}-{n}"

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
+from sse_tui.hdr import counts_slice, hdr_from_counts
 from sse_tui.settings import Settings
 
 if TYPE_CHECKING:
@@ -94,6 +95,14 @@ class HistogramSnapshot:
             max=self.max_us / 1000.0,
         )
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickle as the non-zero span of the counts (KBs), for the engine process's pipe."""
+        if self._hdr is None or self.count == 0:
+            return (HistogramSnapshot, (None, 0, 0, 0, 0))
+        lo, data = counts_slice(self._hdr, int(self.min_us), int(self.max_us))
+        return (_histogram_from_counts,
+                (lo, data, self.count, self.sum_us, self.min_us, self.max_us))
+
     def encode(self) -> dict[str, Any]:
         """Portable form for merging across processes and pods."""
         return {
@@ -103,6 +112,12 @@ class HistogramSnapshot:
             "min_us": self.min_us,
             "max_us": self.max_us,
         }
+
+
+def _histogram_from_counts(lo: int, data: bytes, count: int, sum_us: float, min_us: float,
+                           max_us: float) -> HistogramSnapshot:
+    hdr = hdr_from_counts(lo, data, count, int(min_us), int(max_us))
+    return HistogramSnapshot(hdr, count, sum_us, min_us, max_us)
 
 
 @dataclass(frozen=True, slots=True)

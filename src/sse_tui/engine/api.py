@@ -17,6 +17,11 @@ class EngineHandle(Protocol):
         """The settings in force now, live changes included."""
         ...
 
+    @property
+    def started(self) -> bool:
+        """Whether start() was called (a handle is started once; restart() for a new run)."""
+        ...
+
     def start(self) -> None:
         """Start the run (returns at once; the engine runs off the caller's loop)."""
 
@@ -43,4 +48,5 @@ class EngineHandle(Protocol):
         ...
 
     def restart(self, settings: Settings | None = None) -> None:
-        """Start a new run (after the previous one finished) with these or the current settings."""
+        """Start a new run (after the previous one finished) with these or the current
+        settings; a run id equal to the previous run's gets a `-rN` suffix."""

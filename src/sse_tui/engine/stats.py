@@ -13,29 +13,8 @@ from typing import Any
 
 from hdrh.histogram import HdrHistogram
 
+from sse_tui.hdr import HIGHEST_US, new_hdr
 from sse_tui.snapshot import HistogramSnapshot, PhaseStats
-
-# Values are microseconds: 1 µs .. 1 h at 3 significant digits (percentiles within 0.1%).
-LOWEST_US = 1
-HIGHEST_US = 3_600_000_000
-SIGNIFICANT_DIGITS = 3
-
-
-class NearestRankHdr(HdrHistogram):
-    """HdrHistogram with the standard nearest-rank percentile (rank = ceil(p/100 * n)).
-
-    The Python port rounds the rank (int(p * n / 100 + 0.5)), which in a sparse tail can
-    pick the neighbouring sample: 2% off at p99.9 of 50k samples. With nearest rank the
-    only error left is the bucket width, 0.1% at 3 significant digits.
-    """
-
-    def get_target_count_at_percentile(self, percentile: float) -> int:
-        rank = round(min(percentile, 100.0) * self.total_count / 100.0, 9)
-        return max(1, math.ceil(rank))
-
-
-def new_hdr() -> HdrHistogram:
-    return NearestRankHdr(LOWEST_US, HIGHEST_US, SIGNIFICANT_DIGITS)
 
 
 class LatencyHistogram:

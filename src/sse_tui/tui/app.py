@@ -239,12 +239,8 @@ class SseTuiApp(App[int]):
 
     def _start_engine(self) -> None:
         """Start the engine unless whoever built the app already did."""
-        if getattr(self.handle, "started", False):
-            return
-        try:
+        if not self.handle.started:
             self.handle.start()
-        except RuntimeError as exc:  # started already (a thread cannot start twice)
-            log.debug("engine start: %s", exc)
 
     # -- the poll loop -------------------------------------------------------------------
     def poll(self) -> None:

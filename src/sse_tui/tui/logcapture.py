@@ -1,7 +1,7 @@
 """Keep log records away from the terminal while the app owns it.
 
 Textual captures `print` from its own thread, but a `logging.StreamHandler` made before the
-app started (or the engine thread's records reaching `logging.lastResort`) would write
+app started (or a library thread's records reaching `logging.lastResort`) would write
 straight onto the screen. While the app runs, the root logger gets one handler that keeps the
 warnings in memory (the app shows the latest one) and, if `SSE_TUI_LOG` names a file,
 appends them there. Levels are left alone: turning on INFO would make httpx log every request.
