@@ -38,6 +38,10 @@ async def test_both_mode_one_round_delivers_everything(sandbox: Sandbox, transpo
     assert t.latency.summary.count == 120
     assert 0 < t.latency.summary.p50 < 1000
     assert t.first_token.summary.count == 4
+    # Established on the ": connected" comment (raw) or the headers (httpx, which hides
+    # comments), never by waiting out the fallback timer.
+    from sse_tui.engine.consumer import ESTABLISH_FALLBACK_S
+    assert t.first_token.summary.max < ESTABLISH_FALLBACK_S * 1000
     assert t.itl.summary.count == 4 * 29
     assert {c.state for c in snap.conversations} == {"done"}
 

@@ -112,7 +112,10 @@ class Conversation:
                 return
             fallback = None
             if not self.established:
-                fallback = loop.call_later(ESTABLISH_FALLBACK_S, self._establish)
+                if stream.comments_visible:
+                    fallback = loop.call_later(ESTABLISH_FALLBACK_S, self._establish)
+                else:
+                    self._establish()
             ended_with_done = False
             try:
                 ended_with_done = await self._read(stream)

@@ -103,6 +103,9 @@ class SSEStream(Protocol):
     """An open event stream: iterate for events, ``aclose()`` when done."""
 
     status: int
+    # False where comments (": connected", keep-alives) never reach the iterator; the
+    # engine then counts the stream as established at the 200 headers.
+    comments_visible: bool
 
     def __aiter__(self) -> AsyncIterator[SSEEvent]: ...
 
@@ -326,6 +329,7 @@ class _RawSSEStream(asyncio.Protocol):
 
     def __init__(self, loop: asyncio.AbstractEventLoop, url: str) -> None:
         self.url = url
+        self.comments_visible = True
         self.status = 0
         self.headers: dict[str, str] = {}
         self._loop = loop
@@ -601,6 +605,7 @@ class _HttpxSSEStream:
 
     def __init__(self, url: str, response: httpx.Response) -> None:
         self.url = url
+        self.comments_visible = False
         self.status = response.status_code
         self._response = response
         self._events = httpx_sse.EventSource(response).aiter_sse()
