@@ -463,7 +463,7 @@ class LoadEngine:
             total=total,
             conversations=views,
             conversations_live=len(self._live),
-            health=self.selfwatch.health(s.delay_ms),
+            health=self.selfwatch.health(s.delay_ms, whole_run=self._end_s is not None),
             timeline=tuple(self._timeline)[-600:],
             recent_latency_ms=tuple(self._sparkline),
             fatal_error=self.fatal_error,
