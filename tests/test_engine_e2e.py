@@ -105,9 +105,13 @@ async def test_reported_faults_equal_injected_faults(case: str) -> None:
         assert by_id[cid].reconnects == c["disconnects"]
 
 
-async def test_separate_producer_and_consumer_line_up_by_run_id(sandbox: Sandbox) -> None:
-    common = dict(run_id="paired", conversations=3, tokens=20, delay_ms=5)
-    consumer = LoadEngine(settings_for(sandbox, mode="consumer", **common))
+@pytest.mark.parametrize("follow_redis", [False, True])
+async def test_separate_producer_and_consumer_line_up_by_run_id(sandbox: Sandbox,
+                                                                 follow_redis: bool) -> None:
+    run_id = f"paired-{follow_redis}"
+    common = dict(run_id=run_id, conversations=3, tokens=20, delay_ms=5)
+    consumer = LoadEngine(settings_for(sandbox, mode="consumer", **common),
+                          follow_redis=follow_redis)
     consumer_task = asyncio.ensure_future(consumer.run())
     # The consumer's streams must be open before the producer publishes (pub/sub forgets).
     for _ in range(200):
@@ -122,8 +126,11 @@ async def test_separate_producer_and_consumer_line_up_by_run_id(sandbox: Sandbox
     assert consumed.total.tokens_missing == 0
     assert consumed.total.conversations_completed == 3
     assert {c.conversation_id for c in consumed.conversations} == {
-        f"loadtest-paired-{n}" for n in (1, 2, 3)}
+        f"loadtest-{run_id}-{n}" for n in (1, 2, 3)}
     assert consumed.total.latency.summary.count == 60
+    # With --redis the consumer also sees what was published (and follows nothing foreign).
+    assert consumed.total.tokens_published == (60 if follow_redis else 0)
+    assert not any(c.discovered for c in consumed.conversations)
 
 
 async def test_consumer_follows_conversations_appearing_on_redis(sandbox: Sandbox) -> None:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Protocol
 import orjson
 
 from sse_tui.engine.stats import PhaseRecorder, SequenceTracker
-from sse_tui.engine.transport import StreamError, StreamHTTPError, open_stream
+from sse_tui.engine.transport import SSEStream, StreamError, StreamHTTPError, open_stream
 from sse_tui.snapshot import ConversationView
 
 if TYPE_CHECKING:
@@ -137,7 +137,7 @@ class Conversation:
             self.hooks.phase.reconnects += 1
             self.state = "reconnecting"
 
-    async def _connect(self):  # -> SSEStream | None
+    async def _connect(self) -> SSEStream | None:
         loop = asyncio.get_running_loop()
         assert self.stream_url is not None
         for attempt in range(CONNECT_ATTEMPTS):
@@ -157,12 +157,12 @@ class Conversation:
             phase = self.hooks.phase
             phase.connections_opened += 1
             phase.connect.record(int((loop.time() - t0) * 1e6))
-            if self.state == "connecting":
-                self.state = "streaming" if self.established else "connecting"
+            if self.established:  # a resumed stream: tokens may flow at once
+                self.state = "streaming"
             return stream
         return None
 
-    async def _read(self, stream) -> bool:  # stream: SSEStream
+    async def _read(self, stream: SSEStream) -> bool:
         on_token = self._on_token
         async for ev in stream:
             if ev.is_comment:

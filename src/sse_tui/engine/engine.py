@@ -12,9 +12,11 @@ import dataclasses
 import heapq
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Coroutine, Iterable
+from typing import Any
 from urllib.parse import urlsplit
 
+import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
@@ -157,7 +159,7 @@ class LoadEngine:
         with contextlib.suppress(OSError):
             await writer.wait_closed()
 
-    def _spawn(self, coro, name: str) -> asyncio.Task[None]:  # type: ignore[no-untyped-def]
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
         task = asyncio.get_running_loop().create_task(coro, name=name)
         self._tasks.append(task)
         task.add_done_callback(self._task_done)
@@ -292,7 +294,8 @@ class LoadEngine:
         if conv.task is None:  # producer only: nothing to wait for
             self._conversation_ended(conv)
             return
-        conv.state = "draining" if conv.state != "error" else conv.state
+        if conv.state != "error":
+            conv.state = "draining"
         # If the done token never arrives (a lossy adapter), stop waiting after the grace.
         asyncio.get_running_loop().call_later(self.settings.grace_s, self._give_up, conv)
 
@@ -342,7 +345,10 @@ class LoadEngine:
                 conv = self._live.get(cid)
                 if conv is not None:
                     self.phase.tokens_published += 1
-                    conv.seen_on_redis += 1
+                    with contextlib.suppress(orjson.JSONDecodeError, KeyError, TypeError):
+                        seq = orjson.loads(msg["data"])["sequence"]
+                        if isinstance(seq, int) and seq > conv.seen_on_redis:
+                            conv.seen_on_redis = seq
                     continue
                 if cid in seen_set or cid.startswith(own) or self._stop.is_set():
                     continue
