@@ -75,7 +75,8 @@ def test_demo_headless_prints_the_summary_and_writes_json(tmp_path: Path) -> Non
         assert set(data[key]) == DIST_KEYS
     assert data["tokens_received"] == data["tokens_published"] == 45
     assert data["tokens_missing"] == 0
-    assert data["conversations"] == {"started": 3, "completed": 3, "incomplete": 0}
+    assert data["conversations"] == {"started": 3, "completed": 3, "incomplete": 0,
+                                     "cut_short": 0}
     assert set(data["settings"]) >= {"mode", "redis", "sse", "conversations", "tokens",
                                      "delay_ms", "duration_s"}
     assert len(data["phases"]) == 1
@@ -116,6 +117,9 @@ def test_signal_mid_run_stops_cleanly_and_keeps_everything(tmp_path: Path,
     data = json.loads(out.read_text())
     assert data["tokens_received"] > 100
     assert data["tokens_received"] == data["tokens_published"]
+    # 100000-token conversations: all three were still streaming when the signal came.
+    assert data["conversations"] == {"started": 3, "completed": 0, "incomplete": 0,
+                                     "cut_short": 3}
     assert data["tokens_missing"] == 0
     assert 1.0 < data["elapsed_s"] < 15
 
@@ -160,7 +164,8 @@ def test_merge_combines_pods_exactly(tmp_path: Path) -> None:
     assert "merged 2 summaries" in r.stdout
     merged = json.loads(merged_path.read_text())
     assert merged["tokens_received"] == 20 + 30
-    assert merged["conversations"] == {"started": 4, "completed": 4, "incomplete": 0}
+    assert merged["conversations"] == {"started": 4, "completed": 4, "incomplete": 0,
+                                       "cut_short": 0}
     both = LatencyHistogram()
     for pod in pods:
         both.add(LatencyHistogram.decode(pod["histograms"]["latency"]))

@@ -62,7 +62,9 @@ async def test_duration_keeps_conversations_live_then_drains(sandbox: Sandbox) -
     assert t.conversations_started > 3  # finished ones were replaced
     assert t.tokens_received == t.tokens_published
     assert t.tokens_missing == 0
-    assert t.conversations_started == t.conversations_completed + t.conversations_incomplete
+    assert t.conversations_incomplete == 0
+    assert t.conversations_cut_short > 0  # in flight when the duration ended
+    assert t.conversations_started == t.conversations_completed + t.conversations_cut_short
 
 
 FAULT_CASES = {

@@ -65,6 +65,7 @@ def merge(summaries: Sequence[dict[str, Any]]) -> StatsSnapshot:
         conversations=settings.conversations, delay_ms=settings.delay_ms, elapsed_s=elapsed,
         errors=dict(errors), conversations_started=conv["started"],
         conversations_completed=conv["completed"], conversations_incomplete=conv["incomplete"],
+        conversations_cut_short=conv["cut_short"],
         latency=frozen["latency"], connect=frozen["connect"],
         first_token=frozen["first_token"], itl=frozen["itl"], **counters)
     warnings = [f"{s['settings'].get('run_id')}: {s['self']['warning']}"

@@ -77,7 +77,9 @@ def format_summary(snap: StatsSnapshot) -> str:
         f"Throughput:           {t.published_per_s:.1f} published/s, "
         f"{t.received_per_s:.1f} received/s",
         f"Conversations:        {t.conversations_started} started, "
-        f"{t.conversations_completed} completed, {t.conversations_incomplete} incomplete",
+        f"{t.conversations_completed} completed, {t.conversations_incomplete} incomplete"
+        + (f", {t.conversations_cut_short} cut short by the end" if t.conversations_cut_short
+           else ""),
         f"Tokens missing:       {t.tokens_missing}",
         f"Tokens duplicated:    {t.tokens_duplicated}",
         f"Tokens out of order:  {t.tokens_out_of_order}",
@@ -142,6 +144,7 @@ def phase_dict(p: PhaseStats) -> dict[str, Any]:
             "started": p.conversations_started,
             "completed": p.conversations_completed,
             "incomplete": p.conversations_incomplete,
+            "cut_short": p.conversations_cut_short,
         },
         "tokens_missing": p.tokens_missing,
         "tokens_duplicated": p.tokens_duplicated,

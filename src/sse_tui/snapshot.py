@@ -151,6 +151,9 @@ class PhaseStats:
     itl: HistogramSnapshot
     # PUBLISH answered "0 subscribers": nobody (no bridge) was listening on Redis.
     tokens_unheard: int = 0
+    # Still in progress when the run ended, nothing missing of what was published; not
+    # counted in conversations_incomplete (which means something went wrong).
+    conversations_cut_short: int = 0
 
     @property
     def errors_total(self) -> int:
@@ -171,7 +174,9 @@ class ConversationView:
 
     conversation_id: str
     number: int
-    state: str  # waiting, connecting, streaming, reconnecting, publishing, draining, done, error
+    # waiting, connecting, streaming, reconnecting, publishing, draining, done, cut (still in
+    # progress when the run ended), incomplete (ended with tokens missing), error
+    state: str
     published: int
     received: int
     expected: int

@@ -239,8 +239,10 @@ class Conversation:
         published = self.publish.published if self.publish is not None else 0
         return max(published, self.seen_on_redis, self.tracker.highest)
 
-    def finalize(self, phase: PhaseRecorder) -> None:
-        """Count what never arrived, once, into the phase in force when it ended."""
+    def finalize(self, phase: PhaseRecorder, *, run_ended: bool = False) -> None:
+        """Count what never arrived, once, into the phase in force when it ended.
+
+        run_ended: the run is over and this conversation was still in progress."""
         if self._final is not None:
             return
         reading = self.stream_url is not None
@@ -258,6 +260,9 @@ class Conversation:
         if complete and self.error is None:
             phase.conversations_completed += 1
             self.state = "done"
+        elif run_ended and missing == 0 and self.error is None:
+            phase.conversations_cut_short += 1
+            self.state = "cut"
         else:
             phase.conversations_incomplete += 1
             if self.state not in ("error",):

@@ -203,7 +203,7 @@ class LoadEngine:
         pending = [c.task for c in self._live.values() if c.task is not None]
         await asyncio.gather(*pending, return_exceptions=True)
         for conv in list(self._live.values()):
-            self._conversation_ended(conv, refill=False)
+            self._conversation_ended(conv, refill=False, run_ended=True)
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -304,12 +304,13 @@ class LoadEngine:
             conv.given_up = True
             conv.task.cancel()
 
-    def _conversation_ended(self, conv: Conversation, *, refill: bool = True) -> None:
+    def _conversation_ended(self, conv: Conversation, *, refill: bool = True,
+                            run_ended: bool = False) -> None:
         if self._live.pop(conv.conversation_id, None) is None:
             return
         if conv.discovered:
             self._discovered_live -= 1
-        conv.finalize(self.phase)
+        conv.finalize(self.phase, run_ended=run_ended)
         self._finished.append(conv)
         if refill:
             if self.settings.duration_s <= 0 and not self._live and (

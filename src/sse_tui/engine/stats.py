@@ -84,7 +84,8 @@ class LatencyHistogram:
 _COUNTERS = (
     "tokens_published", "tokens_received", "tokens_unheard", "publish_errors",
     "connections_opened", "connections_closed", "conversations_started",
-    "conversations_completed", "conversations_incomplete", "tokens_missing",
+    "conversations_completed", "conversations_incomplete", "conversations_cut_short",
+    "tokens_missing",
     "tokens_duplicated", "tokens_out_of_order", "streams_ended_without_done", "reconnects",
 )
 
@@ -108,6 +109,8 @@ class PhaseRecorder:
     conversations_started: int = 0
     conversations_completed: int = 0
     conversations_incomplete: int = 0
+    # Still in progress when the run ended, with nothing missing of what was published.
+    conversations_cut_short: int = 0
     tokens_missing: int = 0
     tokens_duplicated: int = 0
     tokens_out_of_order: int = 0
@@ -154,6 +157,7 @@ class PhaseRecorder:
             first_token=self.first_token.freeze(copy),
             itl=self.itl.freeze(copy),
             tokens_unheard=self.tokens_unheard,
+            conversations_cut_short=self.conversations_cut_short,
         )
 
     @classmethod

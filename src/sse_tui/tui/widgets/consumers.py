@@ -36,6 +36,8 @@ _STATE_STYLE = {
     "publishing": "green",
     "draining": "cyan",
     "done": "dim",
+    "cut": "dim",
+    "incomplete": "yellow",
 }
 
 
@@ -79,6 +81,7 @@ _STATE_SHORT = {
     "reconnecting": "reconn",
     "publishing": "publish",
     "draining": "drain",
+    "incomplete": "incompl",
 }
 
 

@@ -61,7 +61,8 @@ class ProducerPanel(Static):
             "convs",
             f"started {fmt_int(total.conversations_started)} · done "
             f"{fmt_int(total.conversations_completed)} · incomplete "
-            f"{fmt_int(total.conversations_incomplete)}",
+            f"{fmt_int(total.conversations_incomplete)} · cut "
+            f"{fmt_int(total.conversations_cut_short)}",
         )
         row(
             "conns",
