@@ -96,3 +96,59 @@ async def test_a_blocked_event_loop_raises_the_overload_warning(sandbox: Sandbox
     # The final verdict covers the whole run, not only its last seconds.
     assert final.health.warning is not None and "event-loop lag" in final.health.warning
 
+
+
+class SilentThenStreamingServer:
+    """The first request gets ': connected' and then silence on an open connection (a
+    half-open stream); the next gets the three tokens."""
+
+    def __init__(self) -> None:
+        self.requests = 0
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._held: list[asyncio.StreamWriter] = []
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        self.requests += 1
+        head = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+        if self.requests == 1:
+            writer.write(head + b"Transfer-Encoding: chunked\r\n\r\n"
+                         b"d\r\n: connected\n\n\r\n")
+            await writer.drain()
+            self._held.append(writer)  # never another byte
+            return
+        now = time.time_ns()
+        body = b"".join(
+            b'event: token\nid: %d\ndata: {"conversation_id":"x","token":"t","sequence":%d,'
+            b'"done":%s,"timestamp":%d}\n\n' % (i, i, b"true" if i == 3 else b"false", now)
+            for i in (1, 2, 3))
+        writer.write(head + b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body)
+                     + body)
+        await writer.drain()
+        writer.close()
+
+    async def __aenter__(self) -> SilentThenStreamingServer:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for w in self._held:
+            w.close()
+        assert self._server is not None
+        self._server.close()
+        await self._server.wait_closed()
+
+
+async def test_a_silent_stream_is_resumed_after_the_idle_timeout() -> None:
+    async with SilentThenStreamingServer() as server:
+        s = Settings(mode="consumer", sse=f"http://127.0.0.1:{server.port}", conversations=1,
+                     tokens=3, duration_s=0, idle_timeout_s=0.4, run_id="silent")
+        snap = await asyncio.wait_for(LoadEngine(s).run(), 20)
+    t = snap.total
+    assert server.requests == 2
+    assert t.errors == {"idle timeout": 1}
+    assert (t.reconnects, t.streams_ended_without_done) == (1, 1)
+    assert t.tokens_received == 3 and t.tokens_missing == 0
+    assert t.conversations_completed == 1

@@ -114,6 +114,9 @@ _FLAGS: tuple[_Flag, ...] = (
     _Flag("grace", ("grace",), None, "value", _OURS, "DURATION",
           "after publishing stops, how long in-flight tokens may still arrive before they "
           f"count as missing (default: {format_duration(_D.grace_s)})", "2s"),
+    _Flag("idle_timeout", ("idle-timeout",), None, "value", _OURS, "DURATION",
+          "a stream silent this long is taken for dead and resumed with Last-Event-ID; "
+          f"0 = never (default: {format_duration(_D.idle_timeout_s)})", "45s"),
     _Flag("faults", ("faults",), None, "value", _OURS, "SPEC",
           "faults the demo/sandbox adapter injects, comma-separated: drop=RATE, dup=RATE, "
           "reorder=RATE, delay=MS, disconnect=TOKENS, resume-bug, seed=N "
@@ -130,6 +133,7 @@ _FIELD_OF_DEST = {
     "mode": "mode", "redis": "redis", "sse": "sse", "conversations": "conversations",
     "tokens": "tokens", "delay": "delay_ms", "duration": "duration_s", "run_id": "run_id",
     "transport": "transport", "channel_prefix": "channel_prefix", "grace": "grace_s",
+    "idle_timeout": "idle_timeout_s",
 }
 _SANDBOX_FLAGS = "--channel-prefix, --faults and --config"
 
@@ -400,6 +404,7 @@ _CONVERT: dict[str, Callable[[str, str], Any]] = {
     "transport": _choice(TRANSPORTS, "transport"),
     "channel_prefix": _channel_prefix,
     "grace": _duration_s,
+    "idle_timeout": _duration_s,
 }
 
 

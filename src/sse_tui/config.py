@@ -52,10 +52,13 @@ _KEY_TO_FIELD: dict[str, str] = {
     "transport": "transport",
     "grace": "grace_s",
     "grace_s": "grace_s",
+    "idle_timeout": "idle_timeout_s",
+    "idle-timeout": "idle_timeout_s",
+    "idle_timeout_s": "idle_timeout_s",
 }
 _DOCUMENTED_KEYS = (
     "mode, redis, sse, conversations, tokens, delay, duration, run_id, channel_prefix, "
-    "transport, grace"
+    "transport, grace, idle_timeout"
 )
 
 
@@ -175,6 +178,7 @@ _CONVERTERS: dict[str, Callable[[str, Any], Any]] = {
     "channel_prefix": _as_channel_prefix,
     "transport": _as_choice(TRANSPORTS),
     "grace_s": _as_duration_s,
+    "idle_timeout_s": _as_duration_s,
 }
 
 

@@ -107,6 +107,10 @@ class Settings:
     transport: str = "raw"
     # After publishing stops, how long in-flight tokens may still arrive before counting as missing.
     grace_s: float = 2.0
+    # A stream silent this long is taken for dead (a half-open connection: a dropped
+    # port-forward, a dead leaf) and resumed; the adapter sends a keep-alive every 15 s.
+    # 0 = never.
+    idle_timeout_s: float = 45.0
 
     def validated(self) -> Settings:
         """Return self, or raise UsageError naming the first bad value."""
@@ -124,6 +128,8 @@ class Settings:
             raise UsageError(f"invalid transport {self.transport!r}: use raw or httpx")
         if self.grace_s < 0:
             raise UsageError("grace must be 0 or more seconds")
+        if self.idle_timeout_s < 0:
+            raise UsageError("idle timeout must be 0 (never) or a duration such as 45s")
         if not self.channel_prefix or any(c in self.channel_prefix for c in " \t*?[]"):
             raise UsageError(f"invalid channel prefix {self.channel_prefix!r}: it is subscribed "
                              "as <prefix>*, so no spaces or * ? [ ]; e.g. llm:tokens:")
@@ -163,6 +169,7 @@ class Settings:
             "channel_prefix": self.channel_prefix,
             "transport": self.transport,
             "grace": format_duration(self.grace_s),
+            "idle_timeout": format_duration(self.idle_timeout_s),
         }
 
     def summary_dict(self) -> dict[str, Any]:

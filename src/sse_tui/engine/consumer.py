@@ -8,6 +8,7 @@ taken once per socket read by the transport, not per token.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from typing import TYPE_CHECKING, Protocol
 
@@ -68,6 +69,7 @@ class Conversation:
         "seen_on_redis",
         "started_mono",
         "state",
+        "stream",
         "stream_url",
         "task",
         "tracker",
@@ -97,6 +99,7 @@ class Conversation:
         self.reconnects = 0
         self.started_mono = 0.0
         self.task: asyncio.Task[None] | None = None
+        self.stream: SSEStream | None = None  # while reading, for the idle watchdog
         self._final: tuple[int, int] | None = None  # (missing, last) once finalized
 
     # -- reading the stream -------------------------------------------------------------
@@ -117,11 +120,14 @@ class Conversation:
                 else:
                     self._establish()
             ended_with_done = False
+            self.stream = stream
+            self.last_activity_ns = time.time_ns()
             try:
                 ended_with_done = await self._read(stream)
             except StreamError as e:
                 self.hooks.phase.error(f"stream broken: {_short(e)}")
             finally:
+                self.stream = None
                 if fallback is not None:
                     fallback.cancel()
                 await stream.aclose()

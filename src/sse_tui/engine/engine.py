@@ -102,6 +102,8 @@ class LoadEngine:
             self._spawn(self._follow_redis(), "redis-follower")
         self._spawn(self._tick_timeline(), "timeline")
         self._spawn(self._watch_deadline(), "deadline")
+        if self.consuming and self.settings.idle_timeout_s > 0:
+            self._spawn(self._watch_idle_streams(), "idle-watchdog")
         self.state = "running"
         self._fill()
         try:
@@ -180,6 +182,21 @@ class LoadEngine:
         while self._active_s() < duration:
             await asyncio.sleep(min(0.25, max(0.001, duration - self._active_s())))
         self._stop.set()
+
+    async def _watch_idle_streams(self) -> None:
+        """Close streams silent for longer than the idle timeout; their readers resume them.
+
+        A half-open connection (a dropped port-forward, a dead leaf) never ends by itself."""
+        timeout_ns = int(self.settings.idle_timeout_s * 1e9)
+        while True:
+            await asyncio.sleep(min(1.0, self.settings.idle_timeout_s / 4))
+            now = time.time_ns()
+            for conv in list(self._live.values()):
+                stream = conv.stream
+                if stream is not None and now - conv.last_activity_ns > timeout_ns:
+                    conv.last_activity_ns = now  # once per silence
+                    self.phase.error("idle timeout")
+                    self._spawn(stream.aclose(), f"idle-close {conv.conversation_id}")
 
     async def _drain(self) -> None:
         """Stop publishing; give in-flight tokens the grace period; count the rest missing."""
