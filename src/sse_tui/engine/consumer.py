@@ -53,6 +53,7 @@ class Conversation:
         "conversation_id",
         "discovered",
         "error",
+        "error_detail",
         "established",
         "expected",
         "first_token_done",
@@ -86,7 +87,8 @@ class Conversation:
         self.publish: PublishState | None = None
         self.tracker = SequenceTracker()
         self.state = "waiting"
-        self.error: str | None = None
+        self.error: str | None = None  # why the conversation failed
+        self.error_detail: str | None = None  # the last recovered problem (stream broke)
         self.established = False
         self.first_token_done = False
         self.last_event_id: str | None = None
@@ -125,7 +127,9 @@ class Conversation:
             try:
                 ended_with_done = await self._read(stream)
             except StreamError as e:
-                self.hooks.phase.error(f"stream broken: {_short(e)}")
+                # A bounded set of kinds for the summary; the detail stays with the row.
+                self.hooks.phase.error("stream broken")
+                self.error_detail = _short(e)
             finally:
                 self.stream = None
                 if fallback is not None:
@@ -295,7 +299,7 @@ class Conversation:
             recent_latency_ms=tuple(self.recent_ms),
             last_event_age_s=((now_ns - self.last_activity_ns) / 1e9
                               if self.last_activity_ns else None),
-            error=self.error,
+            error=self.error or self.error_detail,
             discovered=self.discovered,
         )
 
