@@ -24,7 +24,7 @@ from sse_tui.engine.consumer import Conversation
 from sse_tui.engine.producer import PublishState, TokenPublisher
 from sse_tui.engine.selfwatch import SelfWatch, distribution_of
 from sse_tui.engine.stats import PhaseRecorder
-from sse_tui.engine.transport import aclose_transports
+from sse_tui.engine.transport import SSEStream, aclose_transports
 from sse_tui.settings import Settings, redis_url, sse_base
 from sse_tui.snapshot import PhaseStats, StatsSnapshot, TimelinePoint
 
@@ -63,6 +63,7 @@ class LoadEngine:
         self._publisher: TokenPublisher | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._publisher_task: asyncio.Task[None] | None = None
+        self._closers: set[asyncio.Task[None]] = set()  # idle streams being closed
         self._stop = asyncio.Event()
         self._hurry = False  # skip the grace period (a second Ctrl-C)
         self._paused_since: float | None = None
@@ -196,7 +197,9 @@ class LoadEngine:
                 if stream is not None and now - conv.last_activity_ns > timeout_ns:
                     conv.last_activity_ns = now  # once per silence
                     self.phase.error("idle timeout")
-                    self._spawn(stream.aclose(), f"idle-close {conv.conversation_id}")
+                    closer = asyncio.get_running_loop().create_task(_close_quietly(stream))
+                    self._closers.add(closer)
+                    closer.add_done_callback(self._closers.discard)
 
     async def _drain(self) -> None:
         """Stop publishing; give in-flight tokens the grace period; count the rest missing."""
@@ -345,13 +348,23 @@ class LoadEngine:
         self.phase.error(kind, n)
 
     async def _follow_redis(self) -> None:
-        """Consumer mode with --redis: also read conversations that appear on Redis."""
+        """Consumer mode with --redis: also read conversations that appear on Redis.
+
+        Redis going away is counted and retried, not fatal: the streams are the main job."""
+        seen: deque[str] = deque(maxlen=FOLLOW_SEEN_KEPT)
+        while True:
+            try:
+                await self._follow_redis_once(seen)
+            except (RedisError, OSError) as e:
+                self.phase.error(f"redis follow: {type(e).__name__}")
+                await asyncio.sleep(1.0)
+
+    async def _follow_redis_once(self, seen: deque[str]) -> None:
         assert self._redis is not None
         s = self.settings
         prefix = s.channel_prefix
         own = s.conversation_id(0)[:-1]
-        seen: deque[str] = deque(maxlen=FOLLOW_SEEN_KEPT)
-        seen_set: set[str] = set()
+        seen_set = set(seen)
         pubsub = self._redis.pubsub()
         await pubsub.psubscribe(prefix + "*")
         try:
@@ -502,6 +515,11 @@ def _interest(conv: Conversation) -> tuple[int, int, int, int]:
     t = conv.tracker
     return (conv.state == "error", t.highest - t.unique + t.duplicated + t.out_of_order
             + conv.reconnects, conv.state != "streaming", conv.last_latency_us or 0)
+
+
+async def _close_quietly(stream: SSEStream) -> None:
+    with contextlib.suppress(Exception):
+        await stream.aclose()
 
 
 def _caught_up(conv: Conversation) -> bool:
