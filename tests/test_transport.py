@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from sse_tui.engine import transport as transport_mod
 from sse_tui.engine.sse import SSEEvent
 from sse_tui.engine.transport import (
     SSEStream,
@@ -25,6 +24,8 @@ from sse_tui.engine.transport import (
     aclose_transports,
     open_stream,
 )
+from sse_tui.engine.transport import httpx_client as httpx_mod
+from sse_tui.engine.transport import raw as raw_mod
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -459,11 +460,11 @@ async def test_raw_backpressure_pauses_then_delivers_everything() -> None:
     script = [head("200 OK", SSE_CT, f"Content-Length: {len(body)}"), body, HOLD]
     async with serve(script) as server:
         stream = await open_(server.url, "raw")
-        assert isinstance(stream, transport_mod._RawSSEStream)
+        assert isinstance(stream, raw_mod._RawSSEStream)
         await asyncio.sleep(0.2)  # let the backlog build while nobody consumes
         assert stream._paused
         queued = len(stream._events)
-        assert transport_mod._PAUSE_AT_EVENTS <= queued < count
+        assert raw_mod._PAUSE_AT_EVENTS <= queued < count
         events = await collect(stream)
     assert [e.id for e in events] == [str(i) for i in range(1, count + 1)]
 
@@ -506,14 +507,14 @@ def test_unknown_transport() -> None:
 
 def test_chunked_decoder_byte_by_byte() -> None:
     wire = b"5;a=b\r\nhello\r\n1\r\n \r\nA\r\n0123456789\r\n0\r\nT: 1\r\n\r\n"
-    decoder = transport_mod._ChunkedBody()
+    decoder = raw_mod._ChunkedBody()
     out = b"".join(decoder.decode(wire[i : i + 1]) for i in range(len(wire)))
     assert out == b"hello 0123456789"
     assert decoder.done
 
 
 def test_chunked_decoder_all_at_once_ignores_bytes_after_the_end() -> None:
-    decoder = transport_mod._ChunkedBody()
+    decoder = raw_mod._ChunkedBody()
     assert decoder.decode(b"3\r\nabc\r\n0\r\n\r\nHTTP/1.1 200 OK") == b"abc"
     assert decoder.done
 
@@ -526,9 +527,9 @@ async def test_httpx_shares_one_client_per_loop_and_closes_it() -> None:
     script = [head("200 OK", SSE_CT, "Content-Length: 0", "Connection: close")]
     async with serve(script) as server:
         await collect(await open_(server.url, "httpx"))
-        client = transport_mod._shared_httpx_client()
+        client = httpx_mod._shared_httpx_client()
         await collect(await open_(server.url, "httpx"))
-        assert transport_mod._shared_httpx_client() is client
+        assert httpx_mod._shared_httpx_client() is client
     await aclose_transports()
     assert client.is_closed
     await aclose_transports()  # a second call is a no-op

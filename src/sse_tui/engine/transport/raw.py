@@ -1,15 +1,8 @@
-"""Opening one SSE stream (``GET <base>/stream/<id>``) behind one small interface.
+"""The "raw" transport: a minimal HTTP/1.1 client on ``asyncio.Protocol``.
 
-Two interchangeable transports:
-
-- ``"raw"`` (default): a minimal HTTP/1.1 client on ``asyncio.Protocol``. Each socket
-  read goes straight into `SSEParser` with one ``time.time_ns()``, so the per-token
-  cost is a fraction of a general-purpose client's. It speaks only what a GET of an
-  event stream needs: http/https, chunked / Content-Length / close-delimited bodies.
-- ``"httpx"``: the same interface over ``httpx.AsyncClient`` + httpx-sse, for setups
-  where a full HTTP client matters (proxies from the environment, etc.). httpx-sse
-  does not surface comments, so there the stream counts as established when the
-  200 response headers arrive, and keep-alive comments are never seen.
+Each socket read goes straight into `SSEParser` with one ``time.time_ns()``, so the
+per-token cost is a fraction of a general-purpose client's. It speaks only what a GET of
+an event stream needs: http/https, chunked / Content-Length / close-delimited bodies.
 """
 
 from __future__ import annotations
@@ -21,27 +14,18 @@ import functools
 import ssl
 import time
 from collections import deque
-from collections.abc import AsyncIterator
-from typing import Protocol
 from urllib.parse import unquote, urlsplit
 
-import httpx
-import httpx_sse
-
 from sse_tui.engine.sse import SSEEvent, SSEParser
+from sse_tui.engine.transport.base import (
+    ERROR_BODY_BYTES,
+    ERROR_BODY_WAIT_S,
+    StreamConnectError,
+    StreamError,
+    StreamHTTPError,
+    is_event_stream,
+)
 
-__all__ = [
-    "SSEStream",
-    "StreamConnectError",
-    "StreamError",
-    "StreamHTTPError",
-    "aclose_transports",
-    "open_stream",
-]
-
-TRANSPORTS = ("raw", "httpx")
-_ERROR_BODY_BYTES = 200
-_ERROR_BODY_WAIT_S = 1.0  # how long a failed response may take to send its body
 _CLOSE_WAIT_S = 1.0
 _MAX_HEAD_BYTES = 64 * 1024
 _MAX_CHUNK_LINE = 4096
@@ -49,97 +33,6 @@ _MAX_CHUNK_LINE = 4096
 # consumer, resume when it has caught up. Pausing lets TCP push back on the server.
 _PAUSE_AT_EVENTS = 1024
 _RESUME_AT_EVENTS = 256
-
-
-class StreamError(Exception):
-    """Opening or reading an SSE stream failed; the message says what to do next."""
-
-    retryable: bool = False
-
-    def __init__(self, message: str, *, retryable: bool | None = None) -> None:
-        super().__init__(message)
-        if retryable is not None:
-            self.retryable = retryable
-
-
-class StreamConnectError(StreamError):
-    """The TCP/TLS connection or the response headers never arrived."""
-
-    retryable = True
-
-
-class StreamHTTPError(StreamError):
-    """The server answered, but not with ``200 text/event-stream``."""
-
-    def __init__(self, url: str, status: int, body: bytes, content_type: str = "") -> None:
-        self.url = url
-        self.status = status
-        self.body = body[:_ERROR_BODY_BYTES]
-        super().__init__(_http_error_message(url, status, self.body, content_type))
-        self.retryable = status >= 500 or status == 429
-
-
-def _http_error_message(url: str, status: int, body: bytes, content_type: str) -> str:
-    if status == 200:
-        hint = (
-            f"got Content-Type {content_type!r} instead of text/event-stream; "
-            "check that the URL points at the SSE adapter's /stream/<id>"
-        )
-    elif status == 400:
-        hint = "bad request; is the conversation id empty?"
-    elif status == 404:
-        hint = "not found; check the SSE base URL and its path prefix"
-    elif status == 429:
-        hint = "rate limited; retry later with backoff"
-    elif status >= 500:
-        hint = "server error; retry with backoff"
-    else:
-        hint = "unexpected status"
-    text = body.decode("utf-8", "replace").strip()
-    return f"GET {url} -> HTTP {status}: {hint}" + (f" (body: {text!r})" if text else "")
-
-
-class SSEStream(Protocol):
-    """An open event stream: iterate for events, ``aclose()`` when done."""
-
-    status: int
-    # False where comments (": connected", keep-alives) never reach the iterator; the
-    # engine then counts the stream as established at the 200 headers.
-    comments_visible: bool
-
-    def __aiter__(self) -> AsyncIterator[SSEEvent]: ...
-
-    async def aclose(self) -> None: ...
-
-
-async def open_stream(
-    url: str,
-    *,
-    last_event_id: str | None = None,
-    connect_timeout: float = 10.0,
-    transport: str = "raw",
-) -> SSEStream:
-    """Connect and return once ``200`` response headers have arrived.
-
-    ``connect_timeout`` bounds the connection *and* the wait for response headers.
-    Raises `StreamConnectError` (refused, DNS, TLS, timeout, closed before headers)
-    or `StreamHTTPError` (any status other than 200, or a 200 that is not an event
-    stream). The caller owns the result and must ``aclose()`` it.
-    """
-    if last_event_id is not None and any(c in last_event_id for c in "\r\n\0"):
-        raise ValueError(f"Last-Event-ID may not contain CR, LF or NUL: {last_event_id!r}")
-    if transport == "raw":
-        return await _RawSSEStream.open(url, last_event_id, connect_timeout)
-    if transport == "httpx":
-        return await _HttpxSSEStream.open(url, last_event_id, connect_timeout)
-    raise ValueError(f"unknown transport {transport!r}; choose one of {', '.join(TRANSPORTS)}")
-
-
-def _is_event_stream(content_type: str) -> bool:
-    return content_type.partition(";")[0].strip().lower() == "text/event-stream"
-
-
-# --------------------------------------------------------------------------- raw
 
 
 @functools.cache
@@ -381,7 +274,7 @@ class _RawSSEStream(asyncio.Protocol):
         except BaseException:
             stream._abort()
             raise
-        if stream.status != 200 or not _is_event_stream(stream.headers.get("content-type", "")):
+        if stream.status != 200 or not is_event_stream(stream.headers.get("content-type", "")):
             body = await stream._read_error_body()
             await stream.aclose()
             raise StreamHTTPError(url, stream.status, body, stream.headers.get("content-type", ""))
@@ -478,7 +371,7 @@ class _RawSSEStream(asyncio.Protocol):
         self._head_buf = None
         self.status, self.headers = status, headers
         self._body = _body_for(status, headers)
-        if status != 200 or not _is_event_stream(headers.get("content-type", "")):
+        if status != 200 or not is_event_stream(headers.get("content-type", "")):
             self._error_body = bytearray()
         self._head_done.set_result(None)
         if buf or self._body.done:
@@ -488,7 +381,7 @@ class _RawSSEStream(asyncio.Protocol):
         body = self._body.decode(data)
         if self._error_body is not None:
             self._error_body += body
-            if len(self._error_body) >= _ERROR_BODY_BYTES or self._body.done:
+            if len(self._error_body) >= ERROR_BODY_BYTES or self._body.done:
                 self._resolve_error_body()
         elif body:
             events = self._parser.feed(body, now_ns)
@@ -534,7 +427,7 @@ class _RawSSEStream(asyncio.Protocol):
 
     async def _read_error_body(self) -> bytes:
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(self._error_body_done), _ERROR_BODY_WAIT_S)
+            await asyncio.wait_for(asyncio.shield(self._error_body_done), ERROR_BODY_WAIT_S)
         return bytes(self._error_body or b"")
 
     def _resolve_error_body(self) -> None:
@@ -563,114 +456,3 @@ def _connect_error_message(url: str, exc: OSError) -> str:
 def _retryable(exc: OSError) -> bool:
     # A certificate that fails verification will fail the same way next time.
     return not isinstance(exc, ssl.SSLCertVerificationError)
-
-
-# ------------------------------------------------------------------------- httpx
-
-_HTTPX_CLIENTS: dict[asyncio.AbstractEventLoop, httpx.AsyncClient] = {}
-
-
-def _shared_httpx_client() -> httpx.AsyncClient:
-    """One AsyncClient per event loop: its pool is bound to the loop that made it."""
-    loop = asyncio.get_running_loop()
-    client = _HTTPX_CLIENTS.get(loop)
-    if client is None or client.is_closed:
-        for stale in [other for other in _HTTPX_CLIENTS if other.is_closed()]:
-            del _HTTPX_CLIENTS[stale]
-        client = httpx.AsyncClient(
-            # Hundreds of long-lived streams must not queue behind a pool limit.
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=None),
-            timeout=httpx.Timeout(10.0, read=None),
-        )
-        _HTTPX_CLIENTS[loop] = client
-    return client
-
-
-async def aclose_transports() -> None:
-    """Close the shared httpx client of the running loop (no-op if there is none)."""
-    client = _HTTPX_CLIENTS.pop(asyncio.get_running_loop(), None)
-    if client is not None:
-        await client.aclose()
-
-
-class _HttpxSSEStream:
-    """`SSEStream` over httpx + httpx-sse.
-
-    Differences from the raw transport, all inherited from httpx-sse: comments are
-    not returned; an event block whose data is empty is skipped (httpx-sse would
-    dispatch ``id: 5\\n\\n`` as an empty event, the spec does not, and we cannot tell
-    it from ``data:\\n\\n``); ``retry`` is whatever ``int()`` accepts; ``received_ns``
-    is taken per event, not per socket read.
-    """
-
-    def __init__(self, url: str, response: httpx.Response) -> None:
-        self.url = url
-        self.comments_visible = False
-        self.status = response.status_code
-        self._response = response
-        self._events = httpx_sse.EventSource(response).aiter_sse()
-
-    @classmethod
-    async def open(
-        cls, url: str, last_event_id: str | None, connect_timeout: float
-    ) -> _HttpxSSEStream:
-        client = _shared_httpx_client()
-        # Built by hand rather than with aconnect_sse, which forces
-        # "Cache-Control: no-store" over the no-cache the protocol asks for.
-        headers: dict[str, str | bytes] = {
-            "Accept": "text/event-stream",
-            "Cache-Control": "no-cache",
-        }
-        if last_event_id:
-            headers["Last-Event-ID"] = last_event_id.encode()  # httpx would insist on ASCII
-        timeout = httpx.Timeout(connect_timeout, read=None)
-        try:
-            request = client.build_request("GET", url, headers=headers, timeout=timeout)
-        except httpx.HTTPError as exc:  # e.g. an unsupported scheme
-            raise StreamError(f"cannot open {url!r}: {exc}", retryable=False) from exc
-        try:
-            async with asyncio.timeout(connect_timeout):
-                response = await client.send(request, stream=True)
-        except TimeoutError as exc:
-            raise StreamConnectError(
-                f"GET {url}: no response headers within {connect_timeout:g}s; "
-                "check the address, port-forward and that the adapter is up"
-            ) from exc
-        except (httpx.TransportError, OSError) as exc:
-            raise StreamConnectError(f"GET {url}: {exc!r}; is the adapter reachable?") from exc
-        content_type = response.headers.get("content-type", "")
-        if response.status_code != 200 or not _is_event_stream(content_type):
-            body = await _read_start(response)
-            await response.aclose()
-            raise StreamHTTPError(url, response.status_code, body, content_type)
-        return cls(url, response)
-
-    def __aiter__(self) -> _HttpxSSEStream:
-        return self
-
-    async def __anext__(self) -> SSEEvent:
-        while True:
-            try:
-                sse = await self._events.__anext__()
-            except httpx.HTTPError as exc:
-                raise StreamError(f"GET {self.url}: stream broke ({exc!r}); reconnect") from exc
-            if sse.data:
-                event = sse.event or "message"
-                return SSEEvent(event, sse.data, sse.id or None, sse.retry, False, time.time_ns())
-
-    async def aclose(self) -> None:
-        with contextlib.suppress(httpx.HTTPError, RuntimeError):
-            await self._events.aclose()
-        await self._response.aclose()
-
-
-async def _read_start(response: httpx.Response) -> bytes:
-    """Up to ~200 bytes of a failed response's body, waiting at most a second."""
-    body = b""
-    with contextlib.suppress(TimeoutError, httpx.HTTPError):
-        async with asyncio.timeout(_ERROR_BODY_WAIT_S):
-            async for piece in response.aiter_bytes():
-                body += piece
-                if len(body) >= _ERROR_BODY_BYTES:
-                    break
-    return body[:_ERROR_BODY_BYTES]
