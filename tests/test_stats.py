@@ -101,3 +101,22 @@ def test_phase_total_is_the_sum_of_phases() -> None:
     assert total.errors == {"connect": 3}
     assert total.latency.summary.avg == 2.0
     assert total.conversations == 4 and total.delay_ms == 20
+
+
+def test_progress_line_keeps_the_reference_format() -> None:
+    import re
+
+    from sse_tui.engine.engine import LoadEngine
+    from sse_tui.report import progress_line
+    from sse_tui.settings import Settings
+
+    engine = LoadEngine(Settings(run_id="fmt"))
+    engine.phase.tokens_published = 1200
+    engine.phase.tokens_received = 1180
+    engine.phase.error("connect", 2)
+    for v in (1000, 2000, 3000):
+        engine.phase.latency.record(v)
+    line = progress_line(engine.snapshot(), now=0)
+    # Scripts written for the reference parse this prefix; ours only appends to it.
+    assert re.match(r"^\[\d\d:\d\d:\d\d\] Published: 1200, Received: 1180, Errors: 2, ", line)
+    assert "p50: 2.00 ms, p99: 3.00 ms" in line

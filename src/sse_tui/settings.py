@@ -186,6 +186,8 @@ class Settings:
             "run_id": d["run_id"],
             "channel_prefix": d["channel_prefix"],
             "transport": d["transport"],
+            "grace_s": d["grace_s"],
+            "idle_timeout_s": d["idle_timeout_s"],
         }
 
 
