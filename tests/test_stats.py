@@ -120,3 +120,17 @@ def test_progress_line_keeps_the_reference_format() -> None:
     # Scripts written for the reference parse this prefix; ours only appends to it.
     assert re.match(r"^\[\d\d:\d\d:\d\d\] Published: 1200, Received: 1180, Errors: 2, ", line)
     assert "p50: 2.00 ms, p99: 3.00 ms" in line
+
+
+def test_a_summarized_histogram_pickles_as_its_summary() -> None:
+    import pickle
+
+    h = LatencyHistogram()
+    for v in range(1, 20_000, 3):
+        h.record(v)
+    full = h.freeze()
+    small = full.summarized()
+    data = pickle.dumps(small)
+    assert len(data) < 1000
+    assert pickle.loads(data).summary == full.summary
+    assert pickle.loads(data).count == full.count

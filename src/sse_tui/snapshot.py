@@ -8,7 +8,7 @@ stalls the engine.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -95,8 +95,19 @@ class HistogramSnapshot:
             max=self.max_us / 1000.0,
         )
 
+    def summarized(self) -> HistogramSnapshot:
+        """A copy that keeps only the summary (computed now), for data that never changes
+        again (an ended phase): it pickles as a few numbers instead of the counts."""
+        copy = HistogramSnapshot(None, self.count, self.sum_us, self.min_us, self.max_us)
+        copy.__dict__["summary"] = self.summary
+        return copy
+
     def __reduce__(self) -> tuple[Any, ...]:
-        """Pickle as the non-zero span of the counts (KBs), for the engine process's pipe."""
+        """Pickle as the non-zero span of the counts (KBs), for the engine process's pipe;
+        a summarized() copy as its summary alone."""
+        if self._hdr is None and self.count and "summary" in self.__dict__:
+            return (_histogram_from_summary,
+                    (self.count, self.sum_us, self.min_us, self.max_us, self.summary))
         if self._hdr is None or self.count == 0:
             return (HistogramSnapshot, (None, 0, 0, 0, 0))
         lo, data = counts_slice(self._hdr, int(self.min_us), int(self.max_us))
@@ -112,6 +123,13 @@ class HistogramSnapshot:
             "min_us": self.min_us,
             "max_us": self.max_us,
         }
+
+
+def _histogram_from_summary(count: int, sum_us: float, min_us: float, max_us: float,
+                            summary: Distribution) -> HistogramSnapshot:
+    h = HistogramSnapshot(None, count, sum_us, min_us, max_us)
+    h.__dict__["summary"] = summary
+    return h
 
 
 def _histogram_from_counts(lo: int, data: bytes, count: int, sum_us: float, min_us: float,
@@ -154,6 +172,12 @@ class PhaseStats:
     # Still in progress when the run ended, nothing missing of what was published; not
     # counted in conversations_incomplete (which means something went wrong).
     conversations_cut_short: int = 0
+
+    def summarized(self) -> PhaseStats:
+        """This phase with summary-only histograms (see HistogramSnapshot.summarized)."""
+        return replace(
+            self, latency=self.latency.summarized(), connect=self.connect.summarized(),
+            first_token=self.first_token.summarized(), itl=self.itl.summarized())
 
     @property
     def errors_total(self) -> int:

@@ -450,7 +450,9 @@ class LoadEngine:
         old = self.phase
         old.ended_s = now
         self.phase = self._new_phase(now)
-        self._frozen_phases[old.index] = old.freeze(now)
+        # An ended phase never changes: summarize it once (~2 ms) so that snapshots carry
+        # its figures, not its histograms, however many phases an operator makes.
+        self._frozen_phases[old.index] = old.freeze(now, copy=False).summarized()
 
     # -- views -----------------------------------------------------------------------------
 
