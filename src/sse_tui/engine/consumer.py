@@ -56,7 +56,6 @@ class Conversation:
         "error_detail",
         "established",
         "expected",
-        "first_token_done",
         "given_up",
         "hooks",
         "last_activity_ns",
@@ -90,7 +89,6 @@ class Conversation:
         self.error: str | None = None  # why the conversation failed
         self.error_detail: str | None = None  # the last recovered problem (stream broke)
         self.established = False
-        self.first_token_done = False
         self.last_event_id: str | None = None
         self.last_activity_ns = 0  # any bytes: tokens and keep-alive comments
         self.last_received_ns = 0  # tokens only, for the inter-token gap
@@ -228,8 +226,7 @@ class Conversation:
         self.recent_ms.append(lat_us / 1000.0)
         if self.last_received_ns:
             phase.itl.record((rx - self.last_received_ns) // 1000)
-        elif not self.first_token_done:
-            self.first_token_done = True
+        else:  # the first token of this conversation
             loop_now_us = (asyncio.get_running_loop().time() - self.started_mono) * 1e6
             phase.first_token.record(int(loop_now_us))
         self.last_received_ns = self.last_activity_ns = rx
