@@ -18,14 +18,15 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
 RUN python -m venv /opt/sse-tui
 WORKDIR /build
 
-# Dependencies from pyproject.toml alone, in their own layer: editing src/ does not
+# Dependencies from pyproject.toml alone, in their own layer: editing sse_tui/ does not
 # reinstall them. (All of them ship wheels for CPython 3.11 on amd64 and arm64.)
 COPY pyproject.toml ./
 RUN python -c "import tomllib; deps = tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']; print('\n'.join(deps))" > requirements.txt \
     && /opt/sse-tui/bin/pip install --no-cache-dir -r requirements.txt
 
 # The package itself, without touching the dependencies installed above.
-COPY src/ src/
+COPY README.md ./
+COPY sse_tui/ sse_tui/
 RUN /opt/sse-tui/bin/pip install --no-cache-dir --no-deps . \
     && /opt/sse-tui/bin/sse-tui --help > /dev/null
 

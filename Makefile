@@ -16,6 +16,7 @@ venv: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 	$(BIN)/shellcheck .ci/run $$(find . \( -path ./.venv -o -path ./.git \) -prune -o -type f -name '*.sh' -print)
 	$(BIN)/hadolint Dockerfile
 
@@ -26,4 +27,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_engine.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache build src/*.egg-info
+	rm -rf $(VENV) .pytest_cache build *.egg-info dist

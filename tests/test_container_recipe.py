@@ -151,7 +151,7 @@ def test_no_build_tools_reach_the_final_image(stages: list[Stage]) -> None:
 def test_dependencies_are_installed_before_the_source_is_copied(stages: list[Stage]) -> None:
     build = stages[0]
     order = [(kw, args) for kw, args in build.instructions if kw in ("COPY", "RUN")]
-    first_src = next(i for i, (kw, args) in enumerate(order) if kw == "COPY" and "src" in args)
+    first_src = next(i for i, (kw, args) in enumerate(order) if kw == "COPY" and "sse_tui" in args)
     dep_install = next(
         i for i, (kw, args) in enumerate(order) if kw == "RUN" and "-r requirements.txt" in args
     )
@@ -162,13 +162,13 @@ def test_dependencies_are_installed_before_the_source_is_copied(stages: list[Sta
 def test_dockerignore_sends_the_build_what_it_copies_and_nothing_else() -> None:
     patterns = ignore_patterns()
     assert not dockerignored("pyproject.toml", patterns)
-    assert not dockerignored("src/sse_tui/__init__.py", patterns)
+    assert not dockerignored("sse_tui/__init__.py", patterns)
     for unwanted in (
         ".venv/bin/python",
         ".git/HEAD",
         "tests/test_x.py",
-        "src/sse_tui/__pycache__/x.pyc",
-        "src/sse_tui.egg-info/PKG-INFO",
+        "sse_tui/__pycache__/x.pyc",
+        "sse_tui.egg-info/PKG-INFO",
     ):
         assert dockerignored(unwanted, patterns), unwanted
 
@@ -195,8 +195,8 @@ def closed_port() -> int:
 @pytest.fixture(scope="module")
 def built_venv(stages: list[Stage], tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Run the build stage's instructions with / mapped to a temporary root."""
-    if not (REPO / "src" / "sse_tui" / "__main__.py").exists():
-        pytest.skip("the CLI (src/sse_tui/__main__.py) has not landed yet: nothing to run")
+    if not (REPO / "sse_tui" / "__main__.py").exists():
+        pytest.skip("the CLI (sse_tui/__main__.py) has not landed yet: nothing to run")
     root = tmp_path_factory.mktemp("image-root")
     shims = tmp_path_factory.mktemp("shims")
     # The base image's `python` is 3.11: so is the interpreter running these tests.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from sse_tui.engine.process_runner import EngineProcess
+from sse_tui.engine.process import EngineProcess
 from sse_tui.sandbox import Sandbox
 from sse_tui.settings import Settings
 from sse_tui.snapshot import StatsSnapshot

@@ -803,7 +803,7 @@ def test_port_forward_end_to_end_with_the_real_cli_through_tunnels(harness: Harn
     """The real sse-tui against the real sandbox, through `kubectl port-forward` stand-ins
     that relay bytes: published == received, nothing missing, JSON alone on stdout."""
     sse_tui = Path(sys.executable).parent / "sse-tui"
-    if not (REPO / "src" / "sse_tui" / "__main__.py").exists() or not sse_tui.exists():
+    if not (REPO / "sse_tui" / "__main__.py").exists() or not sse_tui.exists():
         pytest.skip("the CLI has not landed yet")
     sandbox = subprocess.Popen(
         [str(sse_tui), "sandbox"],
@@ -882,7 +882,9 @@ def test_first_run_bootstrap_creates_venv_and_installs_slow(tmp_path: Path) -> N
     if not (project / "README.md").exists():  # pyproject names it; the lead's README may lag
         (project / "README.md").write_text("# sse-tui\n")
     shutil.copytree(
-        REPO / "src", project / "src", ignore=shutil.ignore_patterns("*.egg-info", "__pycache__")
+        REPO / "sse_tui",
+        project / "sse_tui",
+        ignore=shutil.ignore_patterns("*.egg-info", "__pycache__"),
     )
     env = {
         k: v
@@ -913,12 +915,13 @@ def test_first_run_bootstrap_creates_venv_and_installs_slow(tmp_path: Path) -> N
     assert (venv / ".installed-run-loadtest").exists()
     check = subprocess.run(
         [str(venv / "bin" / "python"), "-c", "import sse_tui, sys; print(sse_tui.__file__)"],
+        cwd=tmp_path,  # not the checkout: `python -c` would import ./sse_tui from there
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert check.returncode == 0, check.stderr
-    assert str(project / "src") in check.stdout  # editable: source edits apply at once
+    assert str(project / "sse_tui") in check.stdout  # editable: source edits apply at once
 
     second = run("--install-only")
     assert second.returncode == 0, second.stderr
@@ -933,7 +936,7 @@ def test_first_run_bootstrap_creates_venv_and_installs_slow(tmp_path: Path) -> N
     assert "Installing sse-tui" in third.stderr
     assert "Creating virtualenv" not in third.stderr
 
-    if (project / "src" / "sse_tui" / "__main__.py").exists():
+    if (project / "sse_tui" / "__main__.py").exists():
         # The real CLI has landed: the script execs it (`--` passes --help through to it).
         helped = run("--", "--help")
         assert helped.returncode == 0, helped.stderr

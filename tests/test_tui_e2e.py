@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from sse_tui.engine.process_runner import EngineProcess
+from sse_tui.engine.process import EngineProcess
 from sse_tui.sandbox import Sandbox
 from sse_tui.settings import Settings
 from sse_tui.tui.app import finish_run, make_app

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from sse_tui.snapshot import ConversationView, TimelinePoint
-from sse_tui.tui.controls import step_conversations, step_delay
 from sse_tui.tui.format import fmt_age, fmt_clock, fmt_ms
+from sse_tui.tui.step_ladders import step_conversations, step_delay
 from sse_tui.tui.widgets.consumers import pick_rows
 from sse_tui.tui.widgets.latency import _time_ticks, render_chart
 

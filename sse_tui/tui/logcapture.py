@@ -73,7 +73,7 @@ def captured_logging(handler: MemoryLogHandler) -> Iterator[MemoryLogHandler]:
         )
         handlers.append(file_handler)
     root.handlers = handlers
-    logging.lastResort = None  # type: ignore[assignment]
+    logging.lastResort = None
     logging.captureWarnings(True)
     try:
         yield handler

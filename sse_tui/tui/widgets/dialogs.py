@@ -13,8 +13,8 @@ from textual.screen import ModalScreen
 from textual.validation import Number
 from textual.widgets import Input, Label, Static
 
-from sse_tui.tui.controls import MAX_CONVERSATIONS, MAX_DELAY_MS
 from sse_tui.tui.messages import SettingsChange
+from sse_tui.tui.step_ladders import MAX_CONVERSATIONS, MAX_DELAY_MS
 
 
 class SettingsScreen(ModalScreen[SettingsChange | None]):

@@ -49,7 +49,8 @@ class CliOptions:
     no_tui: bool
     demo: bool
     explicit: frozenset[str]  # Settings field names set by a flag or the config file
-    faults: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
+    # FaultConfig keyword arguments (rates, counts, flags), from --faults.
+    faults: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
 
 
 # --- the flag table ------------------------------------------------------------------------

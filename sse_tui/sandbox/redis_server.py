@@ -139,7 +139,7 @@ def spawn_child(
             close_fds=True,
         )
 
-    return _spawner.run(start)  # type: ignore[no-any-return]
+    return _spawner.run(start)
 
 
 def stop_child(proc: subprocess.Popen[bytes], timeout: float = _STOP_TIMEOUT_S) -> None:

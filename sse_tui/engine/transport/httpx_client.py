@@ -74,12 +74,12 @@ class _HttpxSSEStream:
         client = _shared_httpx_client()
         # Built by hand rather than with aconnect_sse, which forces
         # "Cache-Control: no-store" over the no-cache the protocol asks for.
-        headers: dict[str, str | bytes] = {
-            "Accept": "text/event-stream",
-            "Cache-Control": "no-cache",
-        }
-        if last_event_id:
-            headers["Last-Event-ID"] = last_event_id.encode()  # httpx would insist on ASCII
+        headers: list[tuple[bytes, bytes]] = [
+            (b"Accept", b"text/event-stream"),
+            (b"Cache-Control", b"no-cache"),
+        ]
+        if last_event_id:  # as bytes: httpx would insist on ASCII for a str
+            headers.append((b"Last-Event-ID", last_event_id.encode()))
         timeout = httpx.Timeout(connect_timeout, read=None)
         try:
             request = client.build_request("GET", url, headers=headers, timeout=timeout)

@@ -194,7 +194,9 @@ class Stats:
 # --- conversations -----------------------------------------------------------------------------
 
 
-class Conversation:
+class ConversationHistory:
+    """One conversation as the adapter holds it: recent tokens (for resumes) and its readers."""
+
     __slots__ = ("done_at", "history", "id", "last_activity", "lost", "subscribers")
 
     def __init__(self, conversation_id: str, history_size: int, now: float) -> None:
@@ -223,13 +225,13 @@ class Hub:
         self.config = config
         self.stats = stats
         self.loop = loop
-        self.conversations: dict[str, Conversation] = {}
+        self.conversations: dict[str, ConversationHistory] = {}
         self._prefix_len = len(config.channel_prefix.encode())
 
-    def get(self, conversation_id: str) -> Conversation:
+    def get(self, conversation_id: str) -> ConversationHistory:
         conv = self.conversations.get(conversation_id)
         if conv is None:
-            conv = Conversation(conversation_id, self.config.history_size, self.loop.time())
+            conv = ConversationHistory(conversation_id, self.config.history_size, self.loop.time())
             self.conversations[conversation_id] = conv
         return conv
 
@@ -278,7 +280,7 @@ class StreamSession:
     def __init__(
         self,
         transport: asyncio.Transport,
-        conv: Conversation,
+        conv: ConversationHistory,
         counters: Counters,
         total: Counters,
         faults: FaultConfig,

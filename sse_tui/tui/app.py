@@ -25,12 +25,12 @@ from textual.events import Resize
 from textual.screen import Screen
 from textual.widgets import Footer
 
-from sse_tui.engine.api import EngineHandle
+from sse_tui.engine.handle import EngineHandle
 from sse_tui.settings import Settings
 from sse_tui.snapshot import StatsSnapshot
-from sse_tui.tui.controls import step_conversations, step_delay
 from sse_tui.tui.logcapture import MemoryLogHandler, captured_logging
 from sse_tui.tui.messages import SettingsChange
+from sse_tui.tui.step_ladders import step_conversations, step_delay
 from sse_tui.tui.widgets.consumers import DEFAULT_ROW_CAP, ConsumersPanel
 from sse_tui.tui.widgets.dialogs import HelpScreen, SettingsScreen
 from sse_tui.tui.widgets.latency import LatencyPanel

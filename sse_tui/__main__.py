@@ -61,7 +61,7 @@ def _run(options: CliOptions) -> int:
 
 
 def _run_tui(options: CliOptions, settings: Settings, follow_redis: bool) -> int:
-    from sse_tui.engine.process_runner import EngineProcess
+    from sse_tui.engine.process import EngineProcess
     from sse_tui.tui.app import run_tui
 
     # The engine runs in a process of its own: sharing the UI's GIL, a repaint showed up

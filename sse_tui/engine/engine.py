@@ -1,7 +1,7 @@
 """The load engine: keeps N conversations live, publishes and reads their tokens, counts.
 
 Plain asyncio, no UI imports. Every method here runs on the engine's own loop; other
-processes go through `sse_tui.engine.process_runner.EngineProcess`.
+processes go through `sse_tui.engine.process.EngineProcess`.
 """
 
 from __future__ import annotations

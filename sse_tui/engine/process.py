@@ -34,7 +34,7 @@ _COMMANDS = frozenset({"set_conversations", "set_delay", "pause", "resume", "sto
 
 
 class EngineProcess:
-    """Implements `sse_tui.engine.api.EngineHandle` with the engine in a child process."""
+    """Implements `sse_tui.engine.handle.EngineHandle` with the engine in a child process."""
 
     def __init__(self, settings: Settings, *, follow_redis: bool = False) -> None:
         self._settings = settings.validated()
