@@ -16,6 +16,7 @@ import orjson
 import pytest
 
 from sse_tui.sandbox import FaultConfig, Sandbox
+from tests.conftest import adapter_took, until
 from tests.test_sandbox import collect_tokens, new_id, open_stream, publish_tokens
 
 MAX_CONNECTIONS = 100  # per conversation; far above what any scenario here needs
@@ -127,7 +128,7 @@ async def test_dropped_tokens_stay_missing_when_the_client_resumes_on_its_own() 
         cid = new_id()
         response, _ = await open_stream(sb.sse_url, cid)
         await publish_tokens(sb.redis_url, cid, 1, 5, 6)
-        await asyncio.sleep(0.2)  # all five reach the adapter and are dropped
+        await until(adapter_took(sb, cid, 5), what="five tokens at the adapter (all dropped)")
         response.close()
         # Resuming from before them must not bring them back, nor count them again.
         response, events = await open_stream(sb.sse_url, cid, last_event_id=0)
@@ -205,7 +206,7 @@ async def test_resume_skip_bug_loses_exactly_one_token_per_resume() -> None:
     with Sandbox(faults=FaultConfig(resume_skip_bug=True)) as sb:
         cid = new_id()
         await publish_tokens(sb.redis_url, cid, 1, 6, 10)
-        await asyncio.sleep(0.2)  # let the adapter record them
+        await until(adapter_took(sb, cid, 6), what="six tokens in the adapter's history")
         response, events = await open_stream(sb.sse_url, cid, last_event_id=3)
         await publish_tokens(sb.redis_url, cid, 7, 10, 10)
         tokens = await collect_tokens(events)

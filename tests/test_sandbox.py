@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -31,6 +31,7 @@ from sse_tui.sandbox import (
     SandboxError,
     find_redis_server,
 )
+from tests.conftest import adapter_took, until
 
 PREFIX = "llm:tokens:"
 STEP_TIMEOUT_S = 5.0
@@ -198,15 +199,6 @@ def process_gone(pid: int, timeout_s: float = 5.0) -> bool:
             return True
         time.sleep(0.05)
     return False
-
-
-def wait_until(predicate: Callable[[], bool], timeout_s: float = STEP_TIMEOUT_S) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
 
 
 # --- fixtures ------------------------------------------------------------------------------------
@@ -385,7 +377,7 @@ async def test_resume_with_last_event_id_delivers_exactly_the_rest(sandbox: Sand
     cid = new_id()
     # Nobody is connected: the adapter still keeps the history.
     await publish_tokens(sandbox.redis_url, cid, 1, 6, 12)
-    await asyncio.sleep(0.2)  # let the adapter take them from Redis
+    await until(adapter_took(sandbox, cid, 6), what="six tokens in the adapter's history")
     response, events = await open_stream(sandbox.sse_url, cid, last_event_id=3)
     await publish_tokens(sandbox.redis_url, cid, 7, 12, 12)
     tokens = await collect_tokens(events)
@@ -396,7 +388,7 @@ async def test_resume_with_last_event_id_delivers_exactly_the_rest(sandbox: Sand
 async def test_stream_without_last_event_id_gets_live_tokens_only(sandbox: Sandbox) -> None:
     cid = new_id()
     await publish_tokens(sandbox.redis_url, cid, 1, 3, 6)
-    await asyncio.sleep(0.2)
+    await until(adapter_took(sandbox, cid, 3), what="three tokens at the adapter")
     response, events = await open_stream(sandbox.sse_url, cid)
     await publish_tokens(sandbox.redis_url, cid, 4, 6, 6)
     assert [t.id for t in await collect_tokens(events)] == ["4", "5", "6"]
@@ -420,12 +412,12 @@ async def test_client_disconnect_unsubscribes(sandbox: Sandbox) -> None:
     response, _ = await open_stream(sandbox.sse_url, cid)
     assert sandbox.adapter_stats()["per_conversation"][cid]["connections_active"] == 1
     response.close()
-    assert await asyncio.to_thread(
-        wait_until,
+    await until(
         lambda: sandbox.adapter_stats()["per_conversation"][cid]["connections_active"] == 0,
-    )
+        timeout=STEP_TIMEOUT_S, what="the adapter to see the client go")
     # Publishing to the abandoned conversation must not break anything.
     await publish_tokens(sandbox.redis_url, cid, 1, 3, 3)
+    await until(adapter_took(sandbox, cid, 3), what="three tokens at the adapter")
     assert sandbox.adapter_stats()["per_conversation"][cid]["delivered"] == 0
 
 
@@ -440,6 +432,7 @@ async def test_stats_count_connections_and_deliveries(sandbox: Sandbox) -> None:
         "connections_total": 1,
         "connections_active": 0,
         "delivered": 5,
+        "from_redis": 5,
         "injected": {
             "dropped": 0,
             "duplicated": 0,
