@@ -413,3 +413,132 @@ def test_no_color_is_respected(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NO_COLOR", "1")
     app = make_app(engine())
     assert app.no_color
+
+
+class LaggingEngine(FakeEngine):
+    """Like the engine in its process: commands take effect only when `deliver()` says the
+    engine has got round to them, and until then the snapshots show the old settings."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.inbox: list[tuple[str, tuple[object, ...]]] = []
+
+    @property
+    def commands_in_flight(self) -> int:
+        return len(self.inbox)
+
+    def set_conversations(self, n: int) -> None:
+        self.inbox.append(("set_conversations", (n,)))
+
+    def set_delay(self, delay_ms: float) -> None:
+        self.inbox.append(("set_delay", (delay_ms,)))
+
+    def pause(self) -> None:
+        self.inbox.append(("pause", ()))
+
+    def resume(self) -> None:
+        self.inbox.append(("resume", ()))
+
+    def deliver(self) -> None:
+        inbox, self.inbox = self.inbox, []
+        for name, args in inbox:
+            getattr(FakeEngine, name)(self, *args)
+
+
+def lagging_engine() -> LaggingEngine:
+    e = LaggingEngine(settings(), auto_advance=False)
+    e.start()
+    e.advance(3)
+    return e
+
+
+async def test_changes_not_yet_applied_are_pending_and_keys_step_from_them() -> None:
+    e = lagging_engine()
+    app = make_app(e)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: app.polls >= 1, what="first poll")
+        await pilot.press("plus", "plus", "plus", "right_square_bracket")
+        # Three presses step 5 -> 8 even though the engine has applied none of them yet.
+        assert [c for c, _ in e.inbox] == ["set_conversations"] * 3 + ["set_delay"]
+        assert [a for _, a in e.inbox] == [(6,), (7,), (8,), (100.0,)]
+        await wait_for(
+            pilot,
+            lambda: "5 conv · 50 ms (→ 8 conv · 100 ms pending)" in status_text(app),
+            what="the engine's settings, and the change marked pending",
+        )
+        assert e.settings.conversations == 5
+        assert "5 conv · 50 ms" in str(app.main_screen.query_one("#producer").content)
+        e.deliver()
+        await wait_for(
+            pilot,
+            lambda: "8 conv · 100 ms" in status_text(app) and "pending" not in status_text(app),
+            what="the change applied",
+        )
+
+
+async def test_pause_pressed_twice_before_the_engine_answers_resumes() -> None:
+    e = lagging_engine()
+    app = make_app(e)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: app.polls >= 1, what="first poll")
+        await pilot.press("p")
+        await wait_for(pilot, lambda: "→ pause pending" in status_text(app), what="pending")
+        assert status_text(app).startswith("RUNNING")  # not paused until the engine says so
+        await pilot.press("p")
+        assert [c for c, _ in e.inbox] == ["pause", "resume"]
+        e.deliver()
+        await wait_for(pilot, lambda: "pending" not in status_text(app), what="applied")
+        assert status_text(app).startswith("RUNNING")
+
+
+class StalledEngine(FakeEngine):
+    """Gives the same snapshot again while `stalled`, as a handle does when no new one came."""
+
+    stalled = False
+    _last: StatsSnapshot | None = None
+
+    def snapshot(self) -> StatsSnapshot:
+        if not (self.stalled and self._last is not None):
+            self._last = super().snapshot()
+        return self._last
+
+
+async def test_the_status_line_says_how_long_the_figures_have_been_frozen() -> None:
+    e = StalledEngine(settings(), auto_advance=True)
+    app = make_app(e, stale_after_s=0.5)
+    async with app.run_test(size=SIZE) as pilot:
+        status = app.main_screen.query_one(StatusLine)
+        await wait_for(pilot, lambda: app.polls >= 2, what="two polls")
+        assert "not answering" not in status_text(app)
+        e.stalled = True
+        await wait_for(
+            pilot,
+            lambda: "engine not answering for 1 s: figures frozen" in status_text(app),
+            what="the stale indicator",
+        )
+        assert status.has_class("-warning")
+        # Right after the clock, so that 80 columns show it whole.
+        assert status_text(app).index("figures frozen") < 70
+        await wait_for(pilot, lambda: "not answering for 2 s" in status_text(app), what="2 s")
+        e.stalled = False
+        await wait_for(pilot, lambda: "not answering" not in status_text(app), what="fresh")
+        assert not status.has_class("-warning")
+        # A finished run's figures are final, not frozen.
+        e.finish()
+        await wait_for(pilot, lambda: status_text(app).startswith("FINISHED"), what="finished")
+        e.stalled = True
+        polls = app.polls
+        await wait_for(pilot, lambda: app.polls >= polls + 6, what="1.5 s of polls")
+        assert "not answering" not in status_text(app)
+
+
+async def test_an_engine_that_never_reported_is_called_so() -> None:
+    e = StalledEngine(settings(), auto_advance=False)
+    e.stalled = True
+    app = make_app(e, stale_after_s=0.5)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(
+            pilot,
+            lambda: "no figures from the engine yet (1 s)" in status_text(app),
+            what="the waiting indicator",
+        )

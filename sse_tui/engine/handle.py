@@ -1,6 +1,10 @@
 """The small command API through which a view (TUI, headless) drives a running engine.
 
-Implementations must be safe to call from a thread other than the engine's own loop.
+Implementations must be safe to call from a thread other than the engine's own loop, and
+must never make the caller wait on the engine (join() aside): `snapshot()` returns the
+latest figures at once, and commands are fire-and-forget, their effect seen in a later
+snapshot. The engine's settings live in one place, the engine; `settings` reports them as
+of the latest snapshot.
 """
 
 from __future__ import annotations
@@ -14,7 +18,8 @@ from sse_tui.snapshot import StatsSnapshot
 class EngineHandle(Protocol):
     @property
     def settings(self) -> Settings:
-        """The settings in force now, live changes included."""
+        """The settings in force as of the latest snapshot, live changes included (a change
+        just sent shows once the engine has applied it)."""
         ...
 
     @property
@@ -22,11 +27,17 @@ class EngineHandle(Protocol):
         """Whether start() was called (a handle is started once; restart() for a new run)."""
         ...
 
+    @property
+    def commands_in_flight(self) -> int:
+        """How many commands were sent whose effect the latest snapshot does not show yet
+        (always 0 for a handle that applies them at once, and once the run has ended)."""
+        ...
+
     def start(self) -> None:
         """Start the run (returns at once; the engine runs off the caller's loop)."""
 
     def snapshot(self) -> StatsSnapshot:
-        """An immutable snapshot of everything measured so far."""
+        """The latest immutable snapshot of everything measured; returns at once."""
         ...
 
     def set_conversations(self, n: int) -> None:

@@ -2,10 +2,23 @@
 
 A thread of its own is not enough for the engine under a TUI: both threads share one GIL,
 and at 200x60 with 100 conversations the UI's work showed up as 100 ms of event-loop lag
-(and 10x the latency p99) in the engine. In its own process the engine has its own GIL;
-commands and snapshots cross a pipe. Histograms pickle as the non-zero span of their
-counts, so a snapshot is a few hundred KB at most, and it is pickled and written by a
-sender thread so the engine's loop never blocks on a slow reader.
+(and 10x the latency p99) in the engine. In its own process the engine has its own GIL.
+
+Nothing here makes the caller wait on the child, so a UI over it stays live however busy
+(or stopped) the engine is:
+
+- The child pushes a snapshot every `push_interval_s` (and right after a batch of
+  commands) from its own loop. It builds the snapshot on the loop but pickles and writes it
+  in a sender thread, through a one-slot mailbox that keeps only the newest unsent one: a
+  slow parent costs the child dropped snapshots, never a queue.
+- A reader thread in the parent keeps the latest; `snapshot()` returns it at once.
+- Commands (`sse_tui.engine.messages`) are fire-and-forget, written by a thread of the
+  parent's own so a full pipe cannot block the caller either. Their effect shows in the next
+  snapshot; `commands_in_flight` says how many the latest snapshot does not show yet.
+- `settings` is the latest snapshot's: the engine's one copy, none kept on this side.
+
+Histograms pickle as the non-zero span of their counts, so a snapshot is a few hundred KB
+at most.
 """
 
 from __future__ import annotations
@@ -22,40 +35,64 @@ import tempfile
 import threading
 from collections.abc import Iterator
 from multiprocessing.connection import Connection
-from typing import Any
 
 from sse_tui.engine.engine import LoadEngine
+from sse_tui.engine.messages import (
+    Command,
+    Final,
+    Hurry,
+    Pause,
+    Report,
+    Resume,
+    SetConversations,
+    SetDelay,
+    Snapshot,
+    Stop,
+    apply,
+)
 from sse_tui.settings import Settings
 from sse_tui.snapshot import StatsSnapshot
 
-REPLY_TIMEOUT_S = 5.0
-START_TIMEOUT_S = 30.0
-_COMMANDS = frozenset({"set_conversations", "set_delay", "pause", "resume", "stop", "hurry"})
+PUSH_INTERVAL_S = 0.25
+# After a command the child pushes early, this long after it: a burst of commands (a key
+# held down) costs one snapshot, not one each.
+COMMAND_PUSH_DELAY_S = 0.02
+# Bounds on waiting for a child that is going away anyway (close, a dead child).
+EXIT_TIMEOUT_S = 5.0
+SENDER_DRAIN_S = 10.0
 
 
 class EngineProcess:
     """Implements `sse_tui.engine.handle.EngineHandle` with the engine in a child process."""
 
-    def __init__(self, settings: Settings, *, follow_redis: bool = False) -> None:
-        self._settings = settings.validated()
+    def __init__(self, settings: Settings, *, follow_redis: bool = False,
+                 push_interval_s: float = PUSH_INTERVAL_S) -> None:
+        # What the next (or current) run starts with; once the child reports, its
+        # snapshots say what is in force.
+        self._start_settings = settings.validated()
         self._follow_redis = follow_redis
+        self._push_interval_s = push_interval_s
         self._proc: multiprocessing.process.BaseProcess | None = None
         self._conn: Connection | None = None
         self._reader: threading.Thread | None = None
-        self._send_lock = threading.Lock()
-        self._request_lock = threading.Lock()
-        self._reply: queue.Queue[StatsSnapshot] = queue.Queue(maxsize=1)
-        self._latest: StatsSnapshot | None = None
+        self._writer: threading.Thread | None = None
+        self._outbox: queue.SimpleQueue[Command | None] = queue.SimpleQueue()
+        # Written by the reader thread only; each a single reference swap.
+        self._latest: Snapshot | None = None
         self._final: StatsSnapshot | None = None
+        self._placeholder: StatsSnapshot | None = None
+        self._sent = 0
         self._done = threading.Event()
         self._log_path: str | None = None
         self._keep_log = False
 
-    # -- lifecycle -------------------------------------------------------------------------
+    # -- what the engine says ---------------------------------------------------------------
 
     @property
     def settings(self) -> Settings:
-        return self._settings
+        """The settings in force as of the latest snapshot (before one: the run's start)."""
+        snap = self._final or (self._latest.snapshot if self._latest else None)
+        return snap.settings if snap is not None else self._start_settings
 
     @property
     def started(self) -> bool:
@@ -65,6 +102,30 @@ class EngineProcess:
     def finished(self) -> bool:
         return self._done.is_set()
 
+    @property
+    def commands_in_flight(self) -> int:
+        """Commands sent whose effect the latest snapshot does not show yet."""
+        if self._proc is None or self._final is not None:
+            return 0
+        latest = self._latest
+        return self._sent - (latest.commands_applied if latest else 0)
+
+    def snapshot(self) -> StatsSnapshot:
+        """The latest snapshot pushed by the child; never waits for it."""
+        if self._final is not None:
+            return self._final
+        latest = self._latest
+        if latest is not None:
+            return latest.snapshot
+        if self._placeholder is None:  # not started, or the child has not reported yet
+            self._placeholder = self._empty_snapshot()
+        return self._placeholder
+
+    def _empty_snapshot(self) -> StatsSnapshot:
+        return LoadEngine(self._start_settings, follow_redis=self._follow_redis).snapshot()
+
+    # -- lifecycle -------------------------------------------------------------------------
+
     def start(self) -> None:
         if self._proc is not None:
             return
@@ -72,45 +133,42 @@ class EngineProcess:
         ctx = multiprocessing.get_context("spawn")
         parent, child = ctx.Pipe()
         self._done.clear()
-        self._final = None
-        self._latest = None
+        self._final = self._latest = self._placeholder = None
+        self._sent = 0
+        self._outbox = queue.SimpleQueue()
         fd, self._log_path = tempfile.mkstemp(prefix="sse-tui-engine-", suffix=".log")
         os.close(fd)
         self._proc = ctx.Process(target=_child_main, name="sse-tui-engine", daemon=True,
-                                 args=(child, self._settings, self._follow_redis,
-                                       self._log_path))
+                                 args=(child, self._start_settings, self._follow_redis,
+                                       self._log_path, self._push_interval_s))
         with _real_stdio():
             self._proc.start()
         child.close()
         self._conn = parent
         self._reader = threading.Thread(target=self._read_loop, name="sse-tui-engine-reader",
                                         daemon=True)
+        self._writer = threading.Thread(target=_write_loop, args=(parent, self._outbox),
+                                        name="sse-tui-engine-writer", daemon=True)
         self._reader.start()
+        self._writer.start()
 
     def _read_loop(self) -> None:
         conn = self._conn
         assert conn is not None
         while True:
             try:
-                kind, payload = conn.recv()
+                report: Report = conn.recv()
             except (EOFError, OSError):
                 break
-            if kind == "snapshot":
-                self._latest = payload
-                self._settings = payload.settings
-                with contextlib.suppress(queue.Full):
-                    self._reply.put_nowait(payload)
-            elif kind == "final":
-                self._final = self._latest = payload
-                self._settings = payload.settings
+            if isinstance(report, Final):
+                self._final = report.snapshot
                 break
+            self._latest = report
         if self._final is None:
             self._final = self._died()
         if self._proc is not None:
-            self._proc.join(5.0)
+            self._proc.join(EXIT_TIMEOUT_S)
         self._done.set()
-        with contextlib.suppress(queue.Full):
-            self._reply.put_nowait(self._final)
 
     def _died(self) -> StatsSnapshot:
         """The child went away without a final snapshot: keep what we last saw, say why."""
@@ -118,101 +176,120 @@ class EngineProcess:
         if self._proc is not None and code is None:
             self._proc.join(2.0)
             code = self._proc.exitcode
-        base = self._latest or self._empty_snapshot()
+        latest = self._latest
+        base = latest.snapshot if latest is not None else self._empty_snapshot()
         reason = f"the engine process died (exit code {code})"
         if self._log_path and os.path.getsize(self._log_path) > 0:
             reason += f"; its output is in {self._log_path}"
             self._keep_log = True
         return dataclasses.replace(base, state="failed", fatal_error=reason)
 
-    def _empty_snapshot(self) -> StatsSnapshot:
-        return LoadEngine(self._settings, follow_redis=self._follow_redis).snapshot()
-
-    # -- commands --------------------------------------------------------------------------
-
-    def _send(self, *message: Any) -> bool:
-        conn = self._conn
-        if conn is None or self._done.is_set():
-            return False
-        try:
-            with self._send_lock:
-                conn.send(message)
-        except (OSError, ValueError):
-            return False
-        return True
-
-    def snapshot(self) -> StatsSnapshot:
-        if self._final is not None:
-            return self._final
-        if self._proc is None:
-            return self._empty_snapshot()
-        with self._request_lock:
-            with contextlib.suppress(queue.Empty):
-                self._reply.get_nowait()  # a reply that came too late for its request
-            if not self._send("snapshot"):
-                return self._final or self._latest or self._empty_snapshot()
-            try:
-                return self._reply.get(timeout=REPLY_TIMEOUT_S)
-            except queue.Empty:
-                # A busy child: the last snapshot is better than a frozen UI.
-                return self._latest or self._empty_snapshot()
-
-    def set_conversations(self, n: int) -> None:
-        if self._send("set_conversations", int(n)):
-            self._settings = self._settings.with_changes(conversations=int(n))
-
-    def set_delay(self, delay_ms: float) -> None:
-        if self._send("set_delay", float(delay_ms)):
-            self._settings = self._settings.with_changes(delay_ms=float(delay_ms))
-
-    def pause(self) -> None:
-        self._send("pause")
-
-    def resume(self) -> None:
-        self._send("resume")
-
-    def stop(self) -> None:
-        self._send("stop")
-
-    def hurry(self) -> None:
-        """Stop without waiting for in-flight tokens."""
-        self._send("hurry")
-
     def join(self, timeout: float | None = None) -> StatsSnapshot:
         if self._proc is None:
             return self.snapshot()
         self._done.wait(timeout)
-        return self._final or self.snapshot()
+        return self.snapshot()
 
     def restart(self, settings: Settings | None = None) -> None:
-        new = (settings or self._settings).validated()
-        if new.run_id == self._settings.run_id:
+        current = self.settings
+        new = (settings or current).validated()
+        if new.run_id == current.run_id:
             new = new.for_next_run()
         if self._proc is not None and not self._done.is_set():
             self.stop()
             self._done.wait()
         self.close()
-        self._settings = new
+        self._start_settings = new
         self.start()
 
     def close(self) -> None:
         """Release the child and the pipe (the run must be over, or it is cut short)."""
         if self._proc is not None and self._proc.is_alive():
             self.hurry()
-            self._proc.join(5.0)
+            self._proc.join(EXIT_TIMEOUT_S)
             if self._proc.is_alive():
                 self._proc.kill()
                 self._proc.join()
+        self._outbox.put(None)
+        if self._writer is not None:
+            self._writer.join(EXIT_TIMEOUT_S)
         if self._conn is not None:
             self._conn.close()
         if self._reader is not None:
-            self._reader.join(5.0)
+            self._reader.join(EXIT_TIMEOUT_S)
         if self._log_path and not self._keep_log:
             with contextlib.suppress(OSError):
                 os.unlink(self._log_path)
-        self._proc = self._conn = self._reader = None
+        self._proc = self._conn = self._reader = self._writer = None
         self._log_path = None
         self._keep_log = False
+
+    # -- commands: fire and forget ---------------------------------------------------------
+
+    def _send(self, command: Command) -> None:
+        if self._proc is None or self._final is not None or self._done.is_set():
+            return  # no run to change: a command after the end has nothing to act on
+        self._sent += 1
+        self._outbox.put(command)
+
+    def set_conversations(self, n: int) -> None:
+        self._send(SetConversations(int(n)))
+
+    def set_delay(self, delay_ms: float) -> None:
+        self._send(SetDelay(float(delay_ms)))
+
+    def pause(self) -> None:
+        self._send(Pause())
+
+    def resume(self) -> None:
+        self._send(Resume())
+
+    def stop(self) -> None:
+        self._send(Stop())
+
+    def hurry(self) -> None:
+        """Stop without waiting for in-flight tokens."""
+        self._send(Hurry())
+
+
+def _write_loop(conn: Connection, outbox: queue.SimpleQueue[Command | None]) -> None:
+    """Write commands off the caller's thread: a stalled child must not block a key press."""
+    while (command := outbox.get()) is not None:
+        try:
+            conn.send(command)
+        except (OSError, ValueError):
+            return
+
+
+class NewestOnly:
+    """A one-slot mailbox from the engine's loop to the sender thread.
+
+    A snapshot not yet sent is replaced by a newer one (and counted in `dropped`): a
+    parent that reads slowly gets fresh figures less often, and the child holds at most
+    one. The final report is never replaced.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._pending: Report | None = None
+        self.dropped = 0
+
+    def put(self, report: Report) -> None:
+        with self._cond:
+            if isinstance(self._pending, Final):
+                return
+            if self._pending is not None:
+                self.dropped += 1
+            self._pending = report
+            self._cond.notify()
+
+    def take(self, timeout: float | None = None) -> Report | None:
+        """The pending report, waiting up to `timeout` for one; None if none came."""
+        with self._cond:
+            if not self._cond.wait_for(lambda: self._pending is not None, timeout):
+                return None
+            report, self._pending = self._pending, None
+            return report
 
 
 # -- the child ------------------------------------------------------------------------------
@@ -231,7 +308,7 @@ def _real_stdio() -> Iterator[None]:
 
 
 def _child_main(conn: Connection, settings: Settings, follow_redis: bool,
-                log_path: str) -> None:
+                log_path: str, push_interval_s: float) -> None:
     # Nothing the child prints may reach the terminal under the app: a warning or a
     # traceback goes to the log file, which the parent names if the child dies.
     log = os.open(log_path, os.O_WRONLY | os.O_APPEND)
@@ -240,46 +317,66 @@ def _child_main(conn: Connection, settings: Settings, follow_redis: bool,
     os.close(log)
     # Ctrl-C belongs to the UI, which asks us to stop; SIGTERM too goes through the parent.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    asyncio.run(_serve(conn, settings, follow_redis))
+    asyncio.run(_serve(conn, settings, follow_redis, push_interval_s))
     conn.close()
 
 
-async def _serve(conn: Connection, settings: Settings, follow_redis: bool) -> None:
+async def _serve(conn: Connection, settings: Settings, follow_redis: bool,
+                 push_interval_s: float) -> None:
     loop = asyncio.get_running_loop()
     engine = LoadEngine(settings, follow_redis=follow_redis)
-    outbox: queue.SimpleQueue[tuple[str, StatsSnapshot] | None] = queue.SimpleQueue()
-    sender = threading.Thread(target=_send_loop, args=(conn, outbox), daemon=True)
+    mailbox = NewestOnly()
+    sender = threading.Thread(target=_send_loop, args=(conn, mailbox), daemon=True)
     sender.start()
+    applied = 0
+    early: asyncio.TimerHandle | None = None
 
-    def on_command() -> None:
+    def push() -> None:
+        nonlocal early
+        early = None
+        mailbox.put(Snapshot(engine.snapshot(), applied))
+
+    def on_commands() -> None:
+        nonlocal applied, early
         try:
             while conn.poll():
-                name, *args = conn.recv()
-                if name == "snapshot":
-                    outbox.put(("snapshot", engine.snapshot()))
-                elif name in _COMMANDS:
-                    getattr(engine, name)(*args)
+                apply(engine, conn.recv())
+                applied += 1
         except (EOFError, OSError):
             # The parent is gone: nobody will read the results, so stop at once.
             loop.remove_reader(conn.fileno())
             engine.hurry()
+        if early is None:  # show the effect now rather than at the next tick
+            early = loop.call_later(COMMAND_PUSH_DELAY_S, push)
 
-    loop.add_reader(conn.fileno(), on_command)
+    async def push_periodically() -> None:
+        while True:
+            push()
+            await asyncio.sleep(push_interval_s)
+
+    loop.add_reader(conn.fileno(), on_commands)
+    pusher = asyncio.create_task(push_periodically(), name="push-snapshots")
     try:
         final = await engine.run()
     finally:
+        pusher.cancel()
+        if early is not None:
+            early.cancel()
         with contextlib.suppress(ValueError, OSError):
             loop.remove_reader(conn.fileno())
-    outbox.put(("final", final))
-    outbox.put(None)
-    await asyncio.to_thread(sender.join, 10.0)
+    mailbox.put(Final(final, applied))
+    await asyncio.to_thread(sender.join, SENDER_DRAIN_S)
 
 
-def _send_loop(conn: Connection,
-               outbox: queue.SimpleQueue[tuple[str, StatsSnapshot] | None]) -> None:
+def _send_loop(conn: Connection, mailbox: NewestOnly) -> None:
     """Pickle and write off the engine's loop: a slow reader must not stall measurements."""
-    while (item := outbox.get()) is not None:
+    while True:
+        report = mailbox.take()
+        if report is None:
+            continue
         try:
-            conn.send(item)
+            conn.send(report)
         except (OSError, ValueError):
+            return
+        if isinstance(report, Final):
             return

@@ -1,10 +1,14 @@
 """The live monitor: a Textual app over an injected engine handle.
 
-The engine runs off this loop (its own thread and asyncio loop); the app only pulls an
-immutable `StatsSnapshot` from it on a timer, applies it inside `batch_update()`, and sends
-commands through the small `EngineHandle` API. `run_tui` runs the app and then does what
-headless mode does at the end: stop the engine, print the final summary to the normal
-screen, write the JSON if asked.
+The engine runs off this loop (in a child process, `EngineProcess`) and pushes snapshots of
+its own accord; the app never waits on it. A timer reads the handle's latest immutable
+`StatsSnapshot` and applies it inside `batch_update()`; keys send fire-and-forget commands
+through the small `EngineHandle` API, and their effect shows in a later snapshot. What the
+screen shows of the settings is the engine's, from the snapshot: a change not yet applied
+is marked pending, and when snapshots stop coming (an engine stalled or overloaded) the
+status line says for how long the figures have been frozen. `run_tui` runs the app and then
+does what headless mode does at the end: stop the engine, print the final summary to the
+normal screen, write the JSON if asked.
 """
 
 from __future__ import annotations
@@ -36,11 +40,13 @@ from sse_tui.tui.widgets.dialogs import HelpScreen, SettingsScreen
 from sse_tui.tui.widgets.latency import LatencyPanel
 from sse_tui.tui.widgets.phases import PhasesPanel
 from sse_tui.tui.widgets.producer import ProducerPanel
-from sse_tui.tui.widgets.status import StatusLine
+from sse_tui.tui.widgets.status import StatusLine, stale_message
 
 log = logging.getLogger(__name__)
 
 POLL_INTERVAL_S = 0.25
+# No new snapshot for this long while the run is on: the figures on screen are frozen.
+STALE_AFTER_S = 2.0
 # Layout breakpoints: from this height on the top panels grow and the phases sit under the
 # consumers; from this width on they sit beside them (which leaves the consumers 90 columns).
 WIDE_COLUMNS = 170
@@ -168,6 +174,7 @@ class SseTuiApp(App[int]):
         config_path: Path | None = None,
         json_path: str | None = None,
         poll_interval: float = POLL_INTERVAL_S,
+        stale_after_s: float = STALE_AFTER_S,
         row_cap: int = DEFAULT_ROW_CAP,
         log_handler: MemoryLogHandler | None = None,
     ) -> None:
@@ -179,12 +186,21 @@ class SseTuiApp(App[int]):
         self.config_path = config_path
         self.json_path = json_path
         self.poll_interval = poll_interval
+        self.stale_after_s = stale_after_s
         self.row_cap = row_cap
         self.log_handler = log_handler
         self.last_snapshot: StatsSnapshot | None = None
         self.polls = 0
-        # Settings changed after the run ended: they apply to the next run (r).
+        # Settings changed after the run ended: the operator's intent for the next run (r),
+        # not a copy of the engine's (which are in the snapshots).
         self.pending_settings: Settings | None = None
+        # Changes sent to the running engine that no snapshot shows yet: what the next key
+        # press steps from, shown as pending, dropped once the engine's snapshots cover them.
+        self.requested: dict[str, Any] = {}
+        # When the handle last gave a snapshot other than the one before: how stale it is.
+        self._seen_snapshot: StatsSnapshot | None = None
+        self._seen_at = time.monotonic()
+        self._snapshots_seen = 0
         self._run_key: tuple[str, float] | None = None
         self._watch_terminal = False
         self._finished_seen = False
@@ -250,18 +266,26 @@ class SseTuiApp(App[int]):
             self.exit(0)
             return
         try:
+            # In this order: a snapshot read after the count is at least as new as it.
+            in_flight = self.handle.commands_in_flight
             snap = self.handle.snapshot()
         except Exception as exc:
             log.exception("snapshot failed")
             self.notify(f"engine snapshot failed: {exc}", severity="error", timeout=5)
             return
+        now = time.monotonic()
+        if snap is not self._seen_snapshot:
+            self._seen_snapshot, self._seen_at = snap, now
+            self._snapshots_seen += 1
+        if in_flight == 0 or snap.finished:
+            self.requested.clear()  # the engine's settings in `snap` say what came of them
         if not all(p.ready for p in (self.latency_panel, self.consumers_panel, self.phases_panel)):
             return  # the panels' own children mount a moment after the app's on_mount
         self.polls += 1
         with self.batch_update():
-            self._apply(snap)
+            self._apply(snap, stale_s=now - self._seen_at)
 
-    def _apply(self, snap: StatsSnapshot) -> None:
+    def _apply(self, snap: StatsSnapshot, *, stale_s: float = 0.0) -> None:
         run_key = (snap.settings.run_id, snap.elapsed_s)
         if self._run_key is not None and (
             run_key[0] != self._run_key[0] or run_key[1] < self._run_key[1]
@@ -274,7 +298,16 @@ class SseTuiApp(App[int]):
         if self.pending_settings is not None:
             p = self.pending_settings
             pending = f"next: {p.conversations} conv · {p.delay_ms:g} ms"
-        self.status_line.update_from(snap, log_warning=log_warning, pending=pending)
+        stale = None
+        if not snap.finished and stale_s >= self.stale_after_s:
+            stale = stale_message(stale_s, reported=self._snapshots_seen > 1)
+        self.status_line.update_from(
+            snap,
+            log_warning=log_warning,
+            pending=pending,
+            requested=self.requested_text(),
+            stale=stale,
+        )
         self.producer_panel.update_from(snap)
         self.latency_panel.update_from(snap)
         self.consumers_panel.update_from(snap)
@@ -309,7 +342,24 @@ class SseTuiApp(App[int]):
         return self.last_snapshot is not None and self.last_snapshot.finished
 
     def _current(self) -> Settings:
-        return self.pending_settings or self.handle.settings
+        """What a change steps from: the next run's settings once the run has ended, else
+        the engine's with the changes it has not applied yet."""
+        if self.pending_settings is not None:
+            return self.pending_settings
+        settings_changes = {k: v for k, v in self.requested.items() if k != "paused"}
+        return self.handle.settings.with_changes(**settings_changes)
+
+    def requested_text(self) -> str | None:
+        """The changes sent that the engine has not applied yet, for the status line."""
+        if not self.requested:
+            return None
+        parts = []
+        if "conversations" in self.requested or "delay_ms" in self.requested:
+            c = self._current()
+            parts.append(f"{c.conversations} conv · {c.delay_ms:g} ms")
+        if "paused" in self.requested:
+            parts.append("pause" if self.requested["paused"] else "resume")
+        return ", ".join(parts)
 
     def change_settings(
         self, *, conversations: int | None = None, delay_ms: float | None = None
@@ -332,8 +382,9 @@ class SseTuiApp(App[int]):
                 self.handle.set_conversations(changes["conversations"])
             if "delay_ms" in changes:
                 self.handle.set_delay(changes["delay_ms"])
+            self.requested.update(changes)
             parts = [f"{k.removesuffix('_ms')} → {v:g}" for k, v in changes.items()]
-            self.notify(", ".join(parts) + " (new phase)", timeout=2)
+            self.notify(", ".join(parts) + " sent (a new phase)", timeout=2)
         self.poll()
 
     def action_more_conversations(self) -> None:
@@ -351,12 +402,16 @@ class SseTuiApp(App[int]):
     def action_toggle_pause(self) -> None:
         if self.run_finished:
             return
-        if self.last_snapshot is not None and self.last_snapshot.state == "paused":
+        paused = self.requested.get(
+            "paused", self.last_snapshot is not None and self.last_snapshot.state == "paused"
+        )
+        if paused:
             self.handle.resume()
-            self.notify("resumed", timeout=2)
+            self.notify("resume sent", timeout=2)
         else:
             self.handle.pause()
-            self.notify("paused: no new tokens; streams stay open", timeout=2)
+            self.notify("pause sent: no new tokens; streams stay open", timeout=2)
+        self.requested["paused"] = not paused
         self.poll()
 
     def action_settings(self) -> None:
@@ -410,6 +465,8 @@ class SseTuiApp(App[int]):
         self.handle.restart(settings)
         self._reset_views()
         self._run_key = None
+        self.requested.clear()
+        self._snapshots_seen = 0
         self.notify("new run started", timeout=2)
         self.poll()
 
@@ -499,7 +556,14 @@ def finish_run(
     except OSError:  # the terminal is gone; the JSON below is what still matters
         pass
     if json_path:
-        write_json(final, json_path)
+        from sse_tui.files import WriteError
+
+        try:
+            write_json(final, json_path)
+        except WriteError as e:  # e.g. ENOSPC from /dev/full: one line, not a traceback
+            with contextlib.suppress(OSError, ValueError):
+                print(f"sse-tui: the JSON summary was not written: {e}", file=sys.stderr)
+            return 1
     return 1 if final.fatal_error else 0
 
 
