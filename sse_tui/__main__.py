@@ -5,8 +5,10 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
+from sse_tui.capacity import check_capacity
 from sse_tui.cli_args import CliOptions, parse_args, use_tui
-from sse_tui.settings import Settings, UsageError
+from sse_tui.fdlimit import ensure_descriptors
+from sse_tui.settings import Settings, UsageError, check_outside_world
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -16,6 +18,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from sse_tui.merge import main as merge_main
 
             return merge_main(args[1:])
+        if args[:1] == ["cluster"]:  # run-loadtest.sh's options, detection, --port-forward
+            from sse_tui.cluster import main as cluster_main
+
+            return cluster_main(args[1:])
         options = parse_args(args)
         return _run(options)
     except UsageError as e:
@@ -34,21 +40,27 @@ def _run(options: CliOptions) -> int:
     except (TypeError, ValueError) as e:
         raise UsageError(f"invalid --faults: {e}") from None
     if options.command == "sandbox":
-        return run_sandbox(options.settings.channel_prefix, faults)
+        return run_sandbox(options.settings.channel_prefix, faults, tls=options.tls)
 
     settings = options.settings
+    check_capacity(settings)  # before the sandbox starts: an absurd -c is exit 2 at once
+    check_outside_world(settings)  # --cacert/--key/... files readable, --header $VARs set
+    ensure_descriptors(settings)  # a socket per stream: raise the soft limit, or exit 2
     follow_redis = settings.mode == "consumer" and "redis" in options.explicit
     sandbox = None
     if options.demo:
         from sse_tui.sandbox import Sandbox
 
         try:
-            sandbox = Sandbox(faults=faults, channel_prefix=settings.channel_prefix)
+            sandbox = Sandbox(faults=faults, channel_prefix=settings.channel_prefix,
+                              tls=options.tls)
             sandbox.start()
         except SandboxError as e:
             print(f"sse-tui: cannot start the demo sandbox: {e}", file=sys.stderr)
             return 1
         settings = settings.with_changes(redis=sandbox.redis_address, sse=sandbox.sse_url)
+        if sandbox.ca_file is not None:  # --tls: trust the certificate the sandbox made
+            settings = settings.with_changes(cacert=sandbox.ca_file)
     try:
         if use_tui(options, sys.stdin, sys.stdout):
             return _run_tui(options, settings, follow_redis)

@@ -1,11 +1,12 @@
 """Command-line flags: the original Go tool's flags, spelled any way its users type them.
 
 `-conversations 5`, `--conversations 5`, `-c 5`, `-c5`, `-conversations=5` and
-`--conversations=5` all mean the same. The argument list is first normalised (Go spellings
-resolved, every value attached with `=`, unknown flags reported in the operator's own
-spelling) and then handed to argparse, which owns the flag table and the help text.
-Values are converted here rather than by argparse so that every message names the flag
-the way it was typed.
+`--conversations=5` all mean the same: every long name is declared to argparse with one
+dash as well as two. The settings' flags come from the settings table (`settings.SETTINGS`);
+the few flags that are not settings (--config, --json, --demo, ...) are listed here.
+
+argparse parses; `parse_args` then reads the values, so that every message names the flag
+the way it was typed, and `--help` wins over anything wrong on the same line.
 
 Precedence: Settings defaults <- the `--config` file <- flags.
 """
@@ -16,23 +17,25 @@ import argparse
 import difflib
 import math
 import os
-import re
+from collections import defaultdict, deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import IO, Any, Literal
+from typing import IO, Any, Literal, NamedTuple, cast
 
 from sse_tui import __version__
-from sse_tui.config import check_channel_prefix, load_config
+from sse_tui.config import load_config
+from sse_tui.files import WriteError, check_writable
 from sse_tui.settings import (
-    MODES,
-    TRANSPORTS,
+    SETTINGS,
     Settings,
+    SettingSpec,
     UsageError,
-    format_duration,
-    parse_duration,
+    default_text,
+    env_settings,
 )
+from sse_tui.values import NUMBER_RE, WHOLE_RE
 
 Command = Literal["run", "sandbox"]
 PROG = "sse-tui"
@@ -51,9 +54,10 @@ class CliOptions:
     explicit: frozenset[str]  # Settings field names set by a flag or the config file
     # FaultConfig keyword arguments (rates, counts, flags), from --faults.
     faults: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    tls: bool = False  # --tls: the demo/sandbox adapter serves https://
 
 
-# --- the flag table ------------------------------------------------------------------------
+# --- the flags ------------------------------------------------------------------------------
 
 _ORIGINAL = "flags of the original tool"
 _OURS = "sse-tui flags"
@@ -62,10 +66,10 @@ _OTHER = "other"
 
 @dataclass(frozen=True)
 class _Flag:
-    dest: str
+    dest: str  # a Settings field, or the name of a flag that is not a setting
     longs: tuple[str, ...]  # without dashes; the first is the canonical one
     short: str | None
-    kind: Literal["value", "bool", "help", "version"]
+    switch: bool  # takes no value: on when given, or -flag=false as in Go
     group: str
     metavar: str | None
     help: str
@@ -73,90 +77,150 @@ class _Flag:
     sandbox: bool = False  # accepted by `sse-tui sandbox`
 
 
-_D = Settings(run_id="0")  # the defaults, for the help text
+def _setting_flag(spec: SettingSpec) -> _Flag:
+    return _Flag(
+        spec.field, spec.long_flags, spec.short, spec.switch,
+        _ORIGINAL if spec.original else _OURS,
+        spec.metavar or None, f"{spec.help} (default: {default_text(spec)})", spec.example,
+        sandbox=spec.sandbox,
+    )
+
 
 _FLAGS: tuple[_Flag, ...] = (
-    _Flag("mode", ("mode",), "m", "value", _ORIGINAL, "MODE",
-          f"producer, consumer or both (default: {_D.mode})", "both"),
-    _Flag("redis", ("redis",), "r", "value", _ORIGINAL, "ADDR",
-          f"Redis host:port, or a redis:// or rediss:// URL (default: {_D.redis})",
-          "localhost:6379"),
-    _Flag("sse", ("sse",), "s", "value", _ORIGINAL, "URL",
-          f"base URL of the SSE adapter (default: {_D.sse})", "http://localhost:8080"),
-    _Flag("conversations", ("conversations",), "c", "value", _ORIGINAL, "N",
-          f"conversations live at once; a finished one is replaced "
-          f"(default: {_D.conversations})", "5"),
-    _Flag("tokens", ("tokens",), "t", "value", _ORIGINAL, "N",
-          f"tokens per conversation (default: {_D.tokens})", "50"),
-    _Flag("delay", ("delay", "token-delay"), "d", "value", _ORIGINAL, "MS",
-          f"milliseconds between tokens, plus a jitter of 0 to delay/2; may be fractional "
-          f"(default: {_D.delay_ms:g})", "50"),
-    _Flag("duration", ("duration",), None, "value", _ORIGINAL, "DURATION",
-          "how long to run, a Go duration such as 500ms, 30s, 5m or 1h30m; 0 = one round "
-          f"of conversations (default: {format_duration(_D.duration_s)})", "30s"),
-    _Flag("config", ("config",), None, "value", _OURS, "FILE",
+    *(_setting_flag(s) for s in SETTINGS if s.original),
+    _Flag("config", ("config",), None, False, _OURS, "FILE",
           "read settings from a TOML file with the same keys; flags override it",
           "sse-tui.toml", sandbox=True),
-    _Flag("json", ("json",), None, "value", _OURS, "PATH",
+    _Flag("json", ("json",), None, False, _OURS, "PATH",
           "write the final summary as JSON to PATH, or to stdout with -", "summary.json"),
-    _Flag("run_id", ("run-id",), None, "value", _OURS, "ID",
-          "conversation ids are loadtest-ID-<n>: give a producer and a consumer on "
-          "different machines the same ID (default: the current time in ns)", "run1"),
-    _Flag("no_tui", ("no-tui",), None, "bool", _OURS, None,
+    *(_setting_flag(s) for s in SETTINGS if not s.original),
+    _Flag("no_tui", ("no-tui",), None, True, _OURS, None,
           "print progress lines instead of the live monitor (automatic when stdin or "
           "stdout is not a terminal)"),
-    _Flag("demo", ("demo",), None, "bool", _OURS, None,
+    _Flag("demo", ("demo",), None, True, _OURS, None,
           "start a local Redis and SSE adapter on free loopback ports and run against them"),
-    _Flag("transport", ("transport",), None, "value", _OURS, "raw|httpx",
-          f"how SSE streams are read (default: {_D.transport})", "raw"),
-    _Flag("channel_prefix", ("channel-prefix",), None, "value", _OURS, "PREFIX",
-          f"Redis channel prefix; channels are PREFIX<conversation id> "
-          f"(default: {_D.channel_prefix})", "llm:tokens:", sandbox=True),
-    _Flag("grace", ("grace",), None, "value", _OURS, "DURATION",
-          "after publishing stops, how long in-flight tokens may still arrive before they "
-          f"count as missing (default: {format_duration(_D.grace_s)})", "2s"),
-    _Flag("idle_timeout", ("idle-timeout",), None, "value", _OURS, "DURATION",
-          "a stream silent this long is taken for dead and resumed with Last-Event-ID; "
-          f"0 = never (default: {format_duration(_D.idle_timeout_s)})", "45s"),
-    _Flag("faults", ("faults",), None, "value", _OURS, "SPEC",
+    _Flag("faults", ("faults",), None, False, _OURS, "SPEC",
           "faults the demo/sandbox adapter injects, comma-separated: drop=RATE, dup=RATE, "
-          "reorder=RATE, delay=MS, disconnect=TOKENS, resume-bug, seed=N "
+          "reorder=RATE, delay=MS, disconnect=TOKENS, resume-bug, first-loss=RATE, "
+          "gap=TOKENS, tail=TOKENS, seed=N "
           "(e.g. drop=0.01,disconnect=100)", "drop=0.01", sandbox=True),
-    _Flag("help", ("help",), "h", "help", _OTHER, None, "show this help and exit",
+    _Flag("tls", ("tls",), None, True, _OURS, None,
+          "with --demo (or sandbox): the SSE adapter serves https:// with a certificate "
+          "made at start (needs openssl), which --demo trusts by itself", sandbox=True),
+    _Flag("help", ("help",), "h", True, _OTHER, None, "show this help and exit", sandbox=True),
+    _Flag("version", ("version",), None, True, _OTHER, None, "show the version and exit",
           sandbox=True),
-    _Flag("version", ("version",), None, "version", _OTHER, None,
-          "show the version and exit", sandbox=True),
 )
-
-_BY_LONG: dict[str, _Flag] = {name: f for f in _FLAGS for name in f.longs}
-_BY_SHORT: dict[str, _Flag] = {f.short: f for f in _FLAGS if f.short}
-_FIELD_OF_DEST = {
-    "mode": "mode", "redis": "redis", "sse": "sse", "conversations": "conversations",
-    "tokens": "tokens", "delay": "delay_ms", "duration": "duration_s", "run_id": "run_id",
-    "transport": "transport", "channel_prefix": "channel_prefix", "grace": "grace_s",
-    "idle_timeout": "idle_timeout_s",
-}
-_SANDBOX_FLAGS = "--channel-prefix, --faults and --config"
+_FLAG_OF_DEST = {f.dest: f for f in _FLAGS}
+_SPEC_OF_DEST = {s.field: s for s in SETTINGS}
+_LONG_NAMES = [name for f in _FLAGS for name in f.longs]
+_SANDBOX_VALUE_FLAGS = [f for f in _FLAGS if f.sandbox and not f.switch]
 
 
-# --- argparse, for the table and the help -------------------------------------------------
+def _option_strings(flag: _Flag) -> list[str]:
+    """-c, then --conversations and -conversations; --run-id, -run-id, --run_id and -run_id."""
+    names = [f"-{flag.short}"] if flag.short else []
+    for long in flag.longs:
+        for name in dict.fromkeys((long, long.replace("-", "_"))):
+            names += [f"--{name}", f"-{name}"]
+    return names
+
+
+# --- argparse -------------------------------------------------------------------------------
+
+class _Given(NamedTuple):
+    """One flag on the command line, in the order given."""
+
+    dest: str
+    flag: str  # as typed, without any =value: `-conversations`, `-c`
+    text: str | None  # its value; None when missing (or a switch without =value)
+
+
+class _Value(argparse.Action):
+    """Records the flag and its text; parse_args reads the text. nargs="?" so that a missing
+    value is reported by parse_args, naming the flag as typed, rather than by argparse."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs="?", default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        namespace.given.append(_Given(self.dest, option_string or self.dest, values))
+
+
+class _Switch(argparse.Action):
+    """A flag without a value, which Go also takes as -flag=true or -flag=false."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        text = cast(_Parser, parser).switch_texts[self.dest].popleft()
+        namespace.given.append(_Given(self.dest, option_string or self.dest, text))
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, taking only whole flag names.
+
+    Left to itself, argparse (3.11, even with allow_abbrev=False) takes a prefix of a
+    one-dash flag (`-con` for -conversations, `-js` for -json), splits `-mboth` into
+    `-m both`, and refuses `-no-tui=false`. Go does none of that, so `_parse_optional`, which
+    argparse asks of every argument whether it is a flag, says yes only to whole flags.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        # What followed the = of each switch given (`-no-tui=false`), in order, for _Switch.
+        # argparse asks _parse_optional about each argument once, in order, before it calls
+        # any action, so the n-th call of a switch's action takes its n-th text.
+        self.switch_texts: defaultdict[str, deque[str | None]] = defaultdict(deque)
+
+    def _parse_optional(self, arg_string: str) -> Any:
+        option = self._whole_flag(arg_string)
+        if option is None:
+            # A value (`-d -1`, `-duration -1s`) or a word; an unknown flag is left over
+            # and reported by parse_args.
+            return None
+        action = self._option_string_actions[option]
+        if action.nargs == 0:
+            _, eq, text = arg_string.partition("=")
+            self.switch_texts[action.dest].append(text if eq else None)
+            return super()._parse_optional(option)
+        return super()._parse_optional(arg_string)
+
+    def _whole_flag(self, token: str) -> str | None:
+        """The option string `token` is (`-conversations`), or starts (`-c=5`, `-c5`)."""
+        actions = self._option_string_actions
+        if token in actions:
+            return token
+        name, eq, _ = token.partition("=")
+        if eq and name in actions:
+            return name
+        # -c5, -d0.5, -r127.0.0.1:6379: a short flag with its value attached. Not -mboth:
+        # a letter after a short flag is more likely a mistyped long one (-conversation).
+        short = token[:2]
+        if (len(token) > 2 and token[1] != "-" and short in actions
+                and actions[short].nargs != 0 and not token[2].isalpha()):
+            return short
+        return None
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"{message}: see {PROG} --help")
+
 
 class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
-    """`-c, --conversations N` rather than argparse's `-c N, --conversations N`."""
+    """`-c, --conversations N`: the short and the GNU spellings, the metavar once."""
 
     def __init__(self, prog: str) -> None:
         super().__init__(prog, max_help_position=30)
 
     def _format_action_invocation(self, action: argparse.Action) -> str:
-        if not action.option_strings or action.nargs == 0:
-            return super()._format_action_invocation(action)
-        metavar = self._format_args(action, self._get_default_metavar_for_optional(action))
-        return f"{', '.join(action.option_strings)} {metavar}"
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise UsageError(f"{message}: see {PROG} --help")
+        names = ", ".join(
+            s for s in action.option_strings
+            if len(s) == 2 or (s.startswith("--") and "_" not in s)
+        )
+        return names if action.nargs == 0 else f"{names} {action.metavar}"
 
 
 _DESCRIPTION = """\
@@ -171,18 +235,20 @@ examples:
   {PROG} --demo                          try it on this machine, no cluster needed
   {PROG} -r localhost:6379 -s http://localhost:8080 -c 100 -t 200 -d 20 -duration 5m
   {PROG} -mode producer --run-id r1 ...  and on another machine: -mode consumer --run-id r1
-  {PROG} sandbox --faults drop=0.01      run the local stack alone and print its addresses"""
+  {PROG} sandbox --faults drop=0.01      run the local stack alone and print its addresses
+  {PROG} cluster --port-forward          run-loadtest.sh's command; see cluster --help"""
+
+_SANDBOX_USAGE = f"{PROG} sandbox " + " ".join(
+    f"[--{f.longs[0]} {f.metavar}]" for f in _SANDBOX_VALUE_FLAGS
+)
 
 
 def _build_parser(command: Command) -> _Parser:
+    """The parser for all flags ("run"), or for the help of `sse-tui sandbox`."""
     sandbox = command == "sandbox"
     parser = _Parser(
         prog=f"{PROG} sandbox" if sandbox else PROG,
-        usage=(
-            f"{PROG} sandbox [--channel-prefix PREFIX] [--faults SPEC] [--config FILE]"
-            if sandbox
-            else f"{PROG} [flags]\n       {PROG} sandbox [--channel-prefix PREFIX] [--faults SPEC]"
-        ),
+        usage=_SANDBOX_USAGE if sandbox else f"{PROG} [flags]\n       {_SANDBOX_USAGE}",
         description=(
             "Run the embedded test stack alone (a redis-server and a reference SSE\n"
             "adapter on free loopback ports), print its addresses and wait for Ctrl-C."
@@ -201,18 +267,10 @@ def _build_parser(command: Command) -> _Parser:
     for flag in _FLAGS:
         if sandbox and not flag.sandbox:
             continue
-        names = ([f"-{flag.short}"] if flag.short else []) + [f"--{n}" for n in flag.longs]
-        group = groups[flag.group]
-        if flag.kind == "value":
-            group.add_argument(*names, dest=flag.dest, metavar=flag.metavar, help=flag.help)
-        elif flag.kind == "bool":
-            group.add_argument(*names, dest=flag.dest, action="store_true", help=flag.help)
-        elif flag.kind == "help":
-            group.add_argument(*names, action="help", help=flag.help)
-        else:
-            group.add_argument(
-                *names, action="version", version=f"{PROG} {__version__}", help=flag.help
-            )
+        groups[flag.group].add_argument(
+            *_option_strings(flag), dest=flag.dest, action=_Switch if flag.switch else _Value,
+            metavar=flag.metavar, help=flag.help,
+        )
     return parser
 
 
@@ -220,199 +278,51 @@ def format_help(command: Command = "run") -> str:
     return _build_parser(command).format_help()
 
 
-# --- normalising argv -------------------------------------------------------------------
+# --- reading what was given -----------------------------------------------------------------
 
 _GO_TRUE = {"1", "t", "true", "yes", "on"}
 _GO_FALSE = {"0", "f", "false", "no", "off"}
 
 
-def _resolve(token: str) -> tuple[_Flag, str, str | None] | None:
-    """(flag, spelling as typed, attached value or None) for a flag token, else None."""
-    if token.startswith("--"):
-        body, dashes = token[2:], "--"
-    elif token.startswith("-") and len(token) > 1:
-        body, dashes = token[1:], "-"
-    else:
-        return None
-    name, eq, value = body.partition("=")
-    flag = _BY_LONG.get(name.replace("_", "-"))
-    if flag is not None:
-        return flag, dashes + name, value if eq else None
-    if dashes == "-" and body[0] in _BY_SHORT:
-        flag = _BY_SHORT[body[0]]
-        rest = body[1:]
-        if not rest:
-            return flag, token, None
-        # -c5 and -c=5; but -conversation (a typo) is not -c onversation.
-        if flag.kind == "value" and (rest[0] == "=" or not rest[0].isalpha()):
-            return flag, token[:2], rest[1:] if rest[0] == "=" else rest
-    return None
+def _switch_on(given: _Given) -> bool:
+    if given.text is None or given.text.strip().lower() in _GO_TRUE:
+        return True
+    if given.text.strip().lower() in _GO_FALSE:
+        return False
+    raise UsageError(
+        f"invalid value for {given.flag}: {given.text!r} is not true or false; "
+        f"write {given.flag} on its own, or {given.flag}=false"
+    )
 
 
 def _unknown_flag(token: str) -> UsageError:
     name = token.split("=", 1)[0]
     bare = name.lstrip("-").replace("_", "-")
-    close = difflib.get_close_matches(bare, list(_BY_LONG), n=1, cutoff=0.75)
+    close = difflib.get_close_matches(bare, _LONG_NAMES, n=1, cutoff=0.75)
     dashes = "--" if name.startswith("--") else "-"
     hint = f"did you mean {dashes}{close[0]}? " if close else ""
     return UsageError(f"unknown flag {name}: {hint}see {PROG} --help")
 
 
-@dataclass
-class _Normalised:
-    command: Command = "run"
-    argv: list[str] = field(default_factory=list)  # canonical `--name=value` / `--name`
-    spelled: dict[str, str] = field(default_factory=dict)  # dest -> flag as the user typed it
-    bools: dict[str, bool] = field(default_factory=dict)
-    positionals: list[str] = field(default_factory=list)
+def _words(argv: list[str], leftovers: list[str]) -> tuple[list[str], list[str]]:
+    """(words, unknown flags) among what argparse left over; after `--` all are words.
 
-
-def _normalise(argv: Sequence[str]) -> _Normalised:
-    out = _Normalised()
-    tokens = list(argv)
-    i = 0
-    only_positionals = False
-    while i < len(tokens):
-        token = tokens[i]
-        i += 1
-        if only_positionals or token == "-" or not token.startswith("-"):
-            out.positionals.append(token)
-            if len(out.positionals) == 1 and token in ("run", "sandbox"):
-                out.command = token  # type: ignore[assignment]
-            continue
-        if token == "--":
-            only_positionals = True
-            continue
-        resolved = _resolve(token)
-        if resolved is None:
-            raise _unknown_flag(token)
-        flag, spelled, value = resolved
-        if flag.kind in ("help", "version"):
-            # Asking for help wins over whatever else is on the line.
-            out.argv.append(f"--{flag.longs[0]}")
-            break
-        out.spelled[flag.dest] = spelled
-        if flag.kind == "bool":
-            if value is None or value.strip().lower() in _GO_TRUE:
-                out.bools[flag.dest] = True
-            elif value.strip().lower() in _GO_FALSE:
-                out.bools[flag.dest] = False
-            else:
-                raise UsageError(
-                    f"invalid value for {spelled}: {value!r} is not true or false; "
-                    f"write {spelled} on its own, or {spelled}=false"
-                )
-            continue
-        if value is None:
-            if i >= len(tokens) or _resolve(tokens[i]) is not None:
-                raise UsageError(
-                    f"flag {spelled} needs a value: e.g. {spelled} {flag.example}"
-                )
-            value = tokens[i]
-            i += 1
-        out.argv.append(f"--{flag.longs[0]}={value}")
-    out.argv.extend(f"--{_flag_by_dest(d).longs[0]}" for d, on in out.bools.items() if on)
-    return out
-
-
-def _flag_by_dest(dest: str) -> _Flag:
-    return next(f for f in _FLAGS if f.dest == dest)
-
-
-# --- converting values ------------------------------------------------------------------
-
-_WHOLE = re.compile(r"[+-]?[0-9]+")
-_NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
-
-
-def _whole_at_least_1(flag: str, text: str) -> int:
-    s = text.strip()
-    if not _WHOLE.fullmatch(s):
-        raise UsageError(
-            f"invalid value for {flag}: {text!r} is not a whole number; use e.g. {flag} 5"
-        )
-    n = int(s)
-    if n < 1:
-        raise UsageError(f"invalid value for {flag}: must be at least 1, got {n}")
-    return n
-
-
-def _delay_ms(flag: str, text: str) -> float:
-    """Milliseconds as the original takes them (`50`, `0.5`); a Go duration (`20ms`) works too."""
-    s = text.strip()
-    not_ms = UsageError(
-        f"invalid value for {flag}: {text!r} is not a number of milliseconds; use e.g. {flag} 50"
-    )
-    if _NUMBER.fullmatch(s):
-        ms = float(s)
-    elif s[-1:].isalpha():  # has a unit: 20ms, 1s
-        try:
-            ms = parse_duration(s) * 1000
-        except UsageError:
-            raise not_ms from None
-    else:
-        raise not_ms
-    if not math.isfinite(ms) or ms < 0:
-        raise UsageError(f"invalid value for {flag}: must be 0 or more milliseconds, got {text!r}")
-    return ms
-
-
-def _duration_s(flag: str, text: str) -> float:
-    try:
-        seconds = parse_duration(text)
-    except UsageError as e:
-        raise UsageError(f"{flag}: {e}") from None
-    if not math.isfinite(seconds):
-        raise UsageError(
-            f"{flag}: invalid duration {text!r}: use a Go duration such as 500ms, 30s or 1h30m"
-        )
-    return seconds
-
-
-def _choice(choices: tuple[str, ...], what: str) -> Callable[[str, str], str]:
-    def convert(flag: str, text: str) -> str:
-        s = text.strip().lower()
-        if s not in choices:
-            listed = ", ".join(choices[:-1]) + " or " + choices[-1]
-            raise UsageError(
-                f"invalid value for {flag}: {text!r} is not a {what}; use {listed}"
-            )
-        return s
-
-    return convert
-
-
-def _text(flag: str, text: str) -> str:
-    return text.strip()
-
-
-def _channel_prefix(flag: str, text: str) -> str:
-    try:
-        return check_channel_prefix(text)
-    except UsageError as e:
-        raise UsageError(f"{flag}: {e}") from None
-
-
-_CONVERT: dict[str, Callable[[str, str], Any]] = {
-    "mode": _choice(MODES, "mode"),
-    "redis": _text,
-    "sse": _text,
-    "conversations": _whole_at_least_1,
-    "tokens": _whole_at_least_1,
-    "delay": _delay_ms,
-    "duration": _duration_s,
-    "run_id": _text,
-    "transport": _choice(TRANSPORTS, "transport"),
-    "channel_prefix": _channel_prefix,
-    "grace": _duration_s,
-    "idle_timeout": _duration_s,
-}
+    argparse takes nothing after `--`; whether it leaves the `--` itself among the leftovers
+    depends on the Python version."""
+    cut = argv.index("--") if "--" in argv else len(argv)
+    after = argv[cut + 1:]
+    before = leftovers[: len(leftovers) - len(after)]
+    if cut < len(argv) and before[-1:] == ["--"]:
+        before = before[:-1]
+    unknown = [t for t in before if len(t) > 1 and t.startswith("-")]
+    words = [t for t in before if t not in unknown]
+    return words + after, unknown
 
 
 # --- --faults ---------------------------------------------------------------------------
 
 def _rate(name: str, text: str) -> float:
-    if _NUMBER.fullmatch(text.strip()):
+    if NUMBER_RE.fullmatch(text.strip()):
         x = float(text)
         if 0 <= x <= 1:
             return x
@@ -420,7 +330,7 @@ def _rate(name: str, text: str) -> float:
 
 
 def _fault_ms(name: str, text: str) -> float:
-    if _NUMBER.fullmatch(text.strip()):
+    if NUMBER_RE.fullmatch(text.strip()):
         x = float(text)
         if math.isfinite(x) and x >= 0:
             return x
@@ -429,14 +339,14 @@ def _fault_ms(name: str, text: str) -> float:
 
 def _fault_count(name: str, text: str) -> int:
     s = text.strip()
-    if _WHOLE.fullmatch(s) and int(s) >= 1:
+    if WHOLE_RE.fullmatch(s) and int(s) >= 1:
         return int(s)
     raise ValueError(f"{name} must be a whole number of tokens of at least 1, e.g. {name}=100")
 
 
 def _fault_int(name: str, text: str) -> int:
     s = text.strip()
-    if _WHOLE.fullmatch(s):
+    if WHOLE_RE.fullmatch(s):
         return int(s)
     raise ValueError(f"{name} must be a whole number, e.g. {name}=3")
 
@@ -459,6 +369,10 @@ _FAULT_KINDS: dict[str, tuple[str, Callable[[str, str], float], str]] = {
     "disconnect": ("disconnect_after", _fault_count, "disconnect=100"),
     "resume-bug": ("resume_skip_bug", _fault_switch, "resume-bug"),
     "seed": ("seed", _fault_int, "seed=3"),
+    # The loss shapes of docs/loss.md: first-token race, a mid-stream gap, a silent tail.
+    "first-loss": ("first_loss_rate", _rate, "first-loss=0.1"),
+    "gap": ("gap", _fault_count, "gap=5"),
+    "tail": ("tail_after", _fault_count, "tail=10"),
 }
 _FAULT_NAMES = {name: name for name in _FAULT_KINDS} | {
     key.replace("_", "-"): name for name, (key, _, _) in _FAULT_KINDS.items()
@@ -504,96 +418,111 @@ def _json_path(flag: str, text: str) -> str:
     if not text.strip():
         raise UsageError(f"invalid value for {flag}: empty path; give a file path, or - for stdout")
     path = Path(text).expanduser()
-    if path.is_dir():
-        raise UsageError(f"invalid value for {flag}: {text!r} is a directory; give a file path")
-    parent = path.parent
-    if not parent.is_dir():
-        raise UsageError(
-            f"invalid value for {flag}: directory {str(parent)!r} does not exist; "
-            f"create it first or choose another path"
-        )
-    if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
-        raise UsageError(
-            f"invalid value for {flag}: cannot write {text!r}; choose a writable location"
-        )
+    try:
+        check_writable(path)  # the same way the write at the end of the run will do it
+    except WriteError as e:
+        raise UsageError(f"invalid value for {flag}: {e}") from None
     return str(path)
 
 
-# --- the entry points -------------------------------------------------------------------
+# --- the entry points -----------------------------------------------------------------------
 
 def parse_args(argv: Sequence[str]) -> CliOptions:
     """Parse the command line. Raises UsageError with a one-line message on bad input;
     `--help` and `--version` print to stdout and raise SystemExit(0)."""
-    norm = _normalise(argv)
-    if norm.argv[-1:] in (["--help"], ["--version"]):
-        _build_parser(norm.command).parse_args(norm.argv[-1:])  # prints, raises SystemExit(0)
-    named_command = norm.positionals[:1] in (["run"], ["sandbox"])
-    extra = norm.positionals[1:] if named_command else norm.positionals
+    argv = list(argv)
+    namespace = argparse.Namespace(given=[])
+    try:
+        _, leftovers = _build_parser("run").parse_known_args(argv, namespace)
+    except argparse.ArgumentError as e:  # a safety net: the actions only record
+        raise UsageError(f"{e}: see {PROG} --help") from None
+    given: list[_Given] = namespace.given
+    words, unknown = _words(argv, leftovers)
+    command: Command = "sandbox" if words[:1] == ["sandbox"] else "run"
+
+    # Asking for help wins over whatever else is on the line.
+    for g in given:
+        if g.dest in ("help", "version") and _switch_on(g):
+            if g.dest == "help":
+                _build_parser(command).print_help()
+            else:
+                print(f"{PROG} {__version__}")
+            raise SystemExit(0)
+
+    for g in given:
+        if _FLAG_OF_DEST[g.dest].switch:
+            _switch_on(g)
+        elif g.text is None:
+            example = _FLAG_OF_DEST[g.dest].example
+            raise UsageError(f"flag {g.flag} needs a value: e.g. {g.flag} {example}")
+    if unknown:
+        raise _unknown_flag(unknown[0])
+    extra = words[1:] if words[:1] in (["run"], ["sandbox"]) else words
     if extra:
         raise UsageError(
             f"unexpected argument {extra[0]!r}: {PROG} takes flags (and the sandbox "
             f"subcommand); see {PROG} --help"
         )
-    if norm.command == "sandbox":
-        for dest, spelled in norm.spelled.items():
-            if not _flag_by_dest(dest).sandbox:
+    if command == "sandbox":
+        for g in given:
+            if not _FLAG_OF_DEST[g.dest].sandbox:
+                takes = [f"--{f.longs[0]}" for f in _SANDBOX_VALUE_FLAGS]
                 raise UsageError(
-                    f"flag {spelled} does not apply to {PROG} sandbox, which takes "
-                    f"{_SANDBOX_FLAGS}"
+                    f"flag {g.flag} does not apply to {PROG} sandbox, which takes "
+                    f"{', '.join(takes[:-1])} and {takes[-1]}"
                 )
 
-    parser = _build_parser(norm.command)
-    try:
-        ns = parser.parse_args(norm.argv)
-    except argparse.ArgumentError as e:  # a safety net: _normalise should have caught it
-        raise UsageError(f"{e}: see {PROG} --help") from None
-    given: dict[str, str] = {
-        dest: value for dest, value in vars(ns).items()
-        if isinstance(value, str) and dest in norm.spelled
-    }
+    last = {g.dest: g for g in given}  # the last occurrence wins, as in Go
+    switches = {dest: _switch_on(g) for dest, g in last.items() if _FLAG_OF_DEST[dest].switch}
+    text = {dest: g.text for dest, g in last.items() if g.text is not None}
 
-    config_path = Path(given["config"]) if "config" in given else None
+    config_path = Path(text["config"]) if "config" in text else None
     from_config = load_config(config_path) if config_path is not None else {}
-    if config_path is not None and norm.command == "sandbox":
-        from_config = {k: v for k, v in from_config.items() if k == "channel_prefix"}
+    if command == "sandbox":
+        from_config = {k: v for k, v in from_config.items() if _SPEC_OF_DEST[k].sandbox}
 
-    from_flags: dict[str, Any] = {}
-    for dest, field_name in _FIELD_OF_DEST.items():
-        if dest not in given:
-            continue
-        spelled = norm.spelled[dest]
-        value = _CONVERT[dest](spelled, given[dest])
-        try:
-            # Check each value the way the run will, so the message names its flag.
-            Settings().with_changes(**{field_name: value}).validated()
-        except UsageError as e:
-            raise UsageError(f"{spelled}: {e}") from None
-        from_flags[field_name] = value
+    from_flags: dict[str, Any] = {
+        dest: switches[dest] if dest in switches else _SPEC_OF_DEST[dest].read_flag(
+            g.flag, text[dest])
+        for dest, g in last.items() if dest in _SPEC_OF_DEST
+    }
+    for dest, spec in _SPEC_OF_DEST.items():
+        if spec.kind.many and dest in last:  # `--header A --header B`: every one counts
+            from_flags[dest] = tuple(item for g in given if g.dest == dest
+                                     for item in spec.read_flag(g.flag, g.text or ""))
+    # REDIS_URL and the like sit under the config file and the flags.
+    from_env = env_settings(os.environ) if command == "run" else {}
+    settings = Settings(**{**from_env, **from_config, **from_flags}).validated()
 
-    settings = Settings(**{**from_config, **from_flags}).validated()
-
-    demo = norm.bools.get("demo", False)
+    demo = switches.get("demo", False)
     faults: dict[str, float] = {}
-    if "faults" in given:
-        spelled = norm.spelled["faults"]
-        faults = parse_faults(given["faults"], spelled)
-        if norm.command == "run" and not demo:
+    if "faults" in text:
+        flag = last["faults"].flag
+        faults = parse_faults(text["faults"], flag)
+        if command == "run" and not demo:
             raise UsageError(
-                f"{spelled} needs --demo (or the sandbox subcommand): faults are injected by "
+                f"{flag} needs --demo (or the sandbox subcommand): faults are injected by "
                 f"the embedded SSE adapter"
             )
 
-    json_path = _json_path(norm.spelled["json"], given["json"]) if "json" in given else None
+    tls = switches.get("tls", False)
+    if tls and command == "run" and not demo:
+        raise UsageError(f"{last['tls'].flag} needs --demo (or the sandbox subcommand): it "
+                         "makes the embedded SSE adapter serve https://; for your own "
+                         "server give an https:// --sse URL (and --cacert FILE)")
+
+    json_path = _json_path(last["json"].flag, text["json"]) if "json" in text else None
 
     return CliOptions(
-        command=norm.command,
+        command=command,
         settings=settings,
         config_path=config_path,
         json_path=json_path,
-        no_tui=norm.bools.get("no_tui", False),
+        no_tui=switches.get("no_tui", False),
         demo=demo,
         explicit=frozenset(from_config) | frozenset(from_flags),
         faults=MappingProxyType(faults),
+        tls=tls,
     )
 
 

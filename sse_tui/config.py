@@ -10,176 +10,30 @@ A file holds any subset of the settings, for example::
     grace = "2s"
 
 `load_config` checks every key and value on its own, so a mistake is reported with the
-file, the key and its line, not later as an anonymous bad setting.
+file, the key and its line, not later as an anonymous bad setting. The keys, and how each
+value is read, checked and written back, come from the settings table (`settings.SETTINGS`).
 """
 
 from __future__ import annotations
 
-import math
-import os
 import re
-import tempfile
+import textwrap
 import tomllib
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import tomli_w
 
-from sse_tui.settings import MODES, TRANSPORTS, Settings, UsageError, parse_duration
+from sse_tui.files import WriteError, write_private_atomically
+from sse_tui.settings import SETTINGS, Settings, SettingSpec, UsageError
 
 # In the current directory: where an operator looks first, and then runs `--config sse-tui.toml`.
 DEFAULT_CONFIG_PATH = Path("sse-tui.toml")
 
-# TOML key -> Settings field. Flag spellings (`token-delay`) and field names (`delay_ms`) are
-# accepted as well as the documented keys, because people copy them from the help and the JSON.
-_KEY_TO_FIELD: dict[str, str] = {
-    "mode": "mode",
-    "redis": "redis",
-    "sse": "sse",
-    "conversations": "conversations",
-    "tokens": "tokens",
-    "delay": "delay_ms",
-    "token_delay": "delay_ms",
-    "token-delay": "delay_ms",
-    "delay_ms": "delay_ms",
-    "duration": "duration_s",
-    "duration_s": "duration_s",
-    "run_id": "run_id",
-    "run-id": "run_id",
-    "channel_prefix": "channel_prefix",
-    "channel-prefix": "channel_prefix",
-    "transport": "transport",
-    "grace": "grace_s",
-    "grace_s": "grace_s",
-    "idle_timeout": "idle_timeout_s",
-    "idle-timeout": "idle_timeout_s",
-    "idle_timeout_s": "idle_timeout_s",
-}
-_DOCUMENTED_KEYS = (
-    "mode, redis, sse, conversations, tokens, delay, duration, run_id, channel_prefix, "
-    "transport, grace, idle_timeout"
-)
-
-
-def _type_name(value: Any) -> str:
-    """How a TOML value looks, for messages: `true`, `"abc"`, `5.5`, `a table`."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return f'"{value}"'
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, dict):
-        return "a table"
-    if isinstance(value, list):
-        return "an array"
-    return type(value).__name__
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def _as_str(key: str, value: Any) -> str:
-    if not isinstance(value, str):
-        raise ValueError(
-            f"must be a string in quotes, e.g. {key} = \"...\"; got {_type_name(value)}"
-        )
-    return value
-
-
-def _as_choice(choices: tuple[str, ...]) -> Callable[[str, Any], str]:
-    def convert(key: str, value: Any) -> str:
-        s = _as_str(key, value)
-        if s not in choices:
-            raise ValueError(f"{s!r} is not one of {', '.join(choices)}")
-        return s
-
-    return convert
-
-
-def _as_count(key: str, value: Any) -> int:
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise ValueError(
-            f"must be a whole number of at least 1, e.g. {key} = 5; got {_type_name(value)}"
-        )
-    if value < 1:
-        raise ValueError(f"must be at least 1, got {value}")
-    return value
-
-
-def _as_delay_ms(key: str, value: Any) -> float:
-    if not _is_number(value) or not math.isfinite(value):
-        raise ValueError(
-            f"must be a number of milliseconds, e.g. {key} = 50; got {_type_name(value)}"
-        )
-    if value < 0:
-        raise ValueError(f"must be 0 or more milliseconds, got {value:g}")
-    return float(value)
-
-
-def _as_duration_s(key: str, value: Any) -> float:
-    if _is_number(value):
-        if not math.isfinite(value) or value < 0:
-            raise ValueError(f"must be 0 or more seconds, got {value}")
-        return float(value)
-    if isinstance(value, str):
-        try:
-            seconds = parse_duration(value)
-        except UsageError as e:
-            raise ValueError(str(e)) from None
-        if not math.isfinite(seconds):
-            raise ValueError(f"invalid duration {value!r}: use e.g. {key} = \"30s\"")
-        return seconds
-    raise ValueError(
-        f"must be a Go duration string or a number of seconds, e.g. {key} = \"30s\"; "
-        f"got {_type_name(value)}"
-    )
-
-
-def check_channel_prefix(prefix: str) -> str:
-    """Return the prefix, or raise UsageError: it must be non-empty and free of glob characters,
-    because consumers follow new conversations with the pattern `<prefix>*`."""
-    if not prefix:
-        raise UsageError("empty channel prefix: use e.g. llm:tokens: (the part before the id)")
-    bad = sorted({c for c in prefix if c in "*?[]" or c.isspace()})
-    if bad:
-        raise UsageError(
-            f"invalid channel prefix {prefix!r}: leave out {' '.join(repr(c) for c in bad)}; "
-            f"give the part before the conversation id, e.g. llm:tokens:"
-        )
-    return prefix
-
-
-def _as_channel_prefix(key: str, value: Any) -> str:
-    try:
-        return check_channel_prefix(_as_str(key, value))
-    except UsageError as e:
-        raise ValueError(str(e)) from None
-
-
-def _as_run_id(key: str, value: Any) -> str:
-    # A bare number is what the default run id looks like, so `run_id = 42` is accepted too.
-    if isinstance(value, int) and not isinstance(value, bool):
-        return str(value)
-    return _as_str(key, value)
-
-
-_CONVERTERS: dict[str, Callable[[str, Any], Any]] = {
-    "mode": _as_choice(MODES),
-    "redis": _as_str,
-    "sse": _as_str,
-    "conversations": _as_count,
-    "tokens": _as_count,
-    "delay_ms": _as_delay_ms,
-    "duration_s": _as_duration_s,
-    "run_id": _as_run_id,
-    "channel_prefix": _as_channel_prefix,
-    "transport": _as_choice(TRANSPORTS),
-    "grace_s": _as_duration_s,
-    "idle_timeout_s": _as_duration_s,
-}
+# Besides the documented keys, flag spellings (`token-delay`) and field names (`delay_ms`) are
+# accepted, because people copy them from the help and the JSON summary.
+_SPEC_OF_KEY: dict[str, SettingSpec] = {key: s for s in SETTINGS for key in s.toml_keys}
+_DOCUMENTED_KEYS = ", ".join(s.toml_key for s in SETTINGS)
 
 
 def _key_line(text: str, key: str) -> int | None:
@@ -238,51 +92,46 @@ def load_config(path: str | Path) -> dict[str, Any]:
     for key, value in raw.items():
         line = _key_line(text, key)
         where = f"config file {name}" + (f", line {line}" if line else "")
-        field = _KEY_TO_FIELD.get(key)
-        if field is None:
+        spec = _SPEC_OF_KEY.get(key)
+        if spec is None:
             raise UsageError(
                 f"{where}: unknown key {key!r}: remove it; the keys are {_DOCUMENTED_KEYS}"
             )
-        if field in source_key:
+        if spec.field in source_key:
             raise UsageError(
-                f"{where}: {key!r} sets the same thing as {source_key[field]!r}: keep only one"
+                f"{where}: {key!r} sets the same thing as {source_key[spec.field]!r}: "
+                f"keep only one"
             )
         try:
-            converted = _CONVERTERS[field](key, value)
-            # Check the value the way the run will (addresses, run id), one key at a time so the
-            # message can say which key is wrong.
-            Settings().with_changes(**{field: converted}).validated()
+            # Checked the way the run will check it (addresses, run id), one key at a time so
+            # the message can say which key is wrong.
+            values[spec.field] = spec.read_toml(key, value)
         except (ValueError, UsageError) as e:
             raise UsageError(f"{where}: {key}: {e}") from None
-        values[field] = converted
-        source_key[field] = key
+        source_key[spec.field] = key
     return values
 
 
 def save_settings(settings: Settings, path: str | Path) -> Path:
     """Write the settings as TOML (creating parent directories); return the absolute path.
 
-    Raises UsageError when the file cannot be written. The write is atomic: a crash never
-    leaves a half-written file where a good one was.
+    No secret is written (a password in a URL, a header's literal value): the file's comments
+    say how to give them instead. The file is private (0600) and written atomically: a crash
+    never leaves a half-written file where a good one was. Raises UsageError when the file
+    cannot be written.
     """
     path = Path(path).absolute()
     body = tomli_w.dumps(settings.to_toml_dict())
-    text = f"# sse-tui settings. Use with: sse-tui --config {path.name}\n{body}"
+    lines = [f"# sse-tui settings. Use with: sse-tui --config {path.name}",
+             "# Secrets are never saved here: give the Redis password with REDIS_PASSWORD or",
+             "# --redis-password-file FILE, and --header values as $VAR references.",
+             *(f"# {line}" for note in settings.save_notes() for line in _wrapped(note))]
+    text = "\n".join(lines) + "\n" + body
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # mkstemp makes the file 0600; keep an existing file's mode, else the usual 0644.
-        mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(text)
-            os.chmod(tmp, mode)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-    except OSError as e:
-        raise UsageError(
-            f"cannot save settings to {path}: {e.strerror or e}; choose a writable location"
-        ) from None
-    return path
+        return write_private_atomically(path, text, parents=True)
+    except WriteError as e:
+        raise UsageError(f"cannot save settings: {e}; choose a writable location") from None
+
+
+def _wrapped(note: str) -> list[str]:
+    return textwrap.wrap(note, width=90, break_on_hyphens=False, break_long_words=False)

@@ -2,143 +2,309 @@
 
 `Settings` is what the engine runs with. The live-changeable part (conversations, delay)
 is changed through the engine's control API, which records each change as a new phase.
+
+Each field of `Settings` carries a `SettingSpec` (its dataclass field metadata) saying
+everything else about it: its flags, its TOML key, its key in the JSON summary, what kind
+of value it is (how that is read from a flag or a TOML file, checked and written back), any
+further check, and its help text. The flags (`cli_args`), TOML files (`config`), the JSON
+summary and `validated()` all iterate `SETTINGS`, so a new setting is one field here plus
+the code that uses it.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import time
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
 from typing import Any, Literal
+
+from sse_tui.credentials import (
+    header_saved,
+    header_shown,
+    redact_url,
+    resolve_header,
+    url_without_password,
+)
+from sse_tui.values import (
+    COUNT,
+    DURATION,
+    HEADERS,
+    IDENTIFIER,
+    MILLISECONDS,
+    SWITCH,
+    TEXT,
+    UsageError,
+    ValueKind,
+    check_channel_prefix,
+    check_max_event_bytes,
+    check_run_id,
+    choice,
+    format_duration,
+    parse_duration,
+    redis_url,
+    sse_base,
+)
+
+# Re-exported: what callers read about settings, they import from here.
+__all__ = [
+    "MODES", "SETTINGS", "TRANSPORTS", "Mode", "SettingSpec", "Settings", "UsageError",
+    "check_outside_world", "env_settings", "format_duration", "parse_duration", "redis_url",
+    "sse_base",
+]
 
 Mode = Literal["producer", "consumer", "both"]
 MODES: tuple[Mode, ...] = ("producer", "consumer", "both")
 TRANSPORTS = ("raw", "httpx")
 
 
-class UsageError(Exception):
-    """Bad input from the operator: the message is one line saying what is wrong and what to do."""
 
+# --- the table ------------------------------------------------------------------------------
 
-_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
-# (multiply, divide): dividing for sub-second units keeps `700ms` exactly 0.7, not 0.70000001.
-_UNIT_SCALE = {
-    "ns": (1, 1e9), "us": (1, 1e6), "µs": (1, 1e6), "μs": (1, 1e6), "ms": (1, 1e3),
-    "s": (1, 1), "m": (60, 1), "h": (3600, 1),
-}
+@dataclass(frozen=True)
+class SettingSpec:
+    """Everything about one setting but its type and default, which its Settings field has."""
 
+    kind: ValueKind
+    help: str  # for --help; "(default: ...)" is added
+    metavar: str  # for --help: `-c, --conversations N`
+    example: str  # a good value as typed after the flag, for messages (TOML's is derived)
+    # Long flag names without dashes, the first the canonical one; each works as --name and,
+    # as in the original Go tool, -name, and with _ for - too. Default: the TOML key.
+    flags: tuple[str, ...] = ()
+    short: str | None = None  # `c` for -c (and -c5)
+    toml: str = ""  # the TOML key; default: the field name
+    json: str = ""  # the key in the JSON summary's `settings`; default: the field name
+    check: Callable[[Any], object] | None = None  # raises UsageError; beyond the kind's check
+    # Modes that use it; in the other modes it may be left empty.
+    used_by: tuple[Mode, ...] = MODES
+    original: bool = False  # a flag of the original tool: listed first in --help
+    sandbox: bool = False  # `sse-tui sandbox` takes it too
+    switch: bool = False  # a flag without a value (`--json-detail`, or `--json-detail=false`)
+    # An environment variable that gives the value when neither a flag nor the config does.
+    env: str = ""
+    # A setting that may hold a secret (a password in a URL, a header's value): the value as
+    # every view and the JSON summary show it, and as a saved TOML file keeps it (None: not
+    # at all), with `secret_note` written in the file's comments when something was left out.
+    shown: Callable[[Any], Any] | None = None
+    saved: Callable[[Any], Any] | None = None
+    secret_note: str = ""
+    # It names a file sse-tui reads (a CA, a key, a password): `check_outside_world` makes
+    # sure it is there before the run. Not a per-value check: a config file may name a file
+    # that exists only where the run will happen.
+    reads_file: bool = False
+    default_help: str = ""  # "(default: ...)" when the default itself says nothing
+    field: str = ""  # the Settings field: filled in below, from the dataclass
 
-def parse_duration(text: str) -> float:
-    """Parse a Go duration (`500ms`, `30s`, `1h30m`, `0`) into seconds.
+    @property
+    def toml_key(self) -> str:
+        return self.toml or self.field
 
-    A bare number is taken as seconds, which is what people type in TOML files.
-    """
-    s = text.strip()
-    if not s:
-        raise UsageError("empty duration: use a Go duration such as 500ms, 30s, 5m or 1h30m")
-    try:
-        value = float(s)
-    except ValueError:
-        pass
-    else:
-        if value != value or value in (float("inf"), float("-inf")):
-            raise UsageError(f"invalid duration {text!r}: use a Go duration such as 30s")
-        if value < 0:
-            raise UsageError(f"negative duration {text!r}: use 0 for one round, or e.g. 30s")
+    @property
+    def json_key(self) -> str:
+        return self.json or self.field
+
+    @property
+    def long_flags(self) -> tuple[str, ...]:
+        return self.flags or (self.toml_key.replace("_", "-"),)
+
+    @property
+    def toml_keys(self) -> tuple[str, ...]:
+        """The documented key first, then what people copy from the help and the JSON summary:
+        flag spellings (`token-delay`, `token_delay`) and the field name (`delay_ms`)."""
+        names = [self.toml_key]
+        for flag in self.long_flags:
+            names += [flag, flag.replace("-", "_")]
+        names.append(self.field)
+        return tuple(dict.fromkeys(names))
+
+    def validate(self, value: Any) -> None:
+        """Raise UsageError if the engine cannot run with this value."""
+        self.kind.check(self.toml_key.replace("_", " "), value)  # "idle timeout must be ..."
+        if self.check is not None:
+            self.check(value)
+
+    def read_flag(self, flag: str, text: str) -> Any:
+        """The value of `flag text`, checked; the UsageError names the flag as it was typed."""
+        try:
+            value = self.kind.from_text(text, f"{flag} {self.example}")
+            self.validate(value)
+        except ValueError as e:
+            raise UsageError(f"invalid value for {flag}: {e}") from None
+        except UsageError as e:
+            raise UsageError(f"{flag}: {e}") from None
         return value
-    pos = 0
-    total = 0.0
-    sign = 1.0
-    if s[0] in "+-":
-        sign = -1.0 if s[0] == "-" else 1.0
-        pos = 1
-    if pos == len(s):
-        raise UsageError(
-            f"invalid duration {text!r}: use a Go duration such as 500ms, 30s or 1h30m"
-        )
-    while pos < len(s):
-        m = _DURATION_PART.match(s, pos)
-        if not m:
-            raise UsageError(
-                f"invalid duration {text!r}: use a Go duration such as 500ms, 30s, 5m or 1h30m"
-            )
-        mul, div = _UNIT_SCALE[m.group(2)]
-        total += float(m.group(1)) * mul / div
-        pos = m.end()
-    if sign < 0 and total > 0:
-        raise UsageError(f"negative duration {text!r}: use 0 for one round, or e.g. 30s")
-    return total
+
+    def read_toml(self, key: str, value: Any) -> Any:
+        """The value of `key = value` in a TOML file, checked. Raises ValueError or UsageError
+        with a message for the caller to put after the file, line and key."""
+        example = self.kind.to_toml(self.kind.from_text(self.example, ""))
+        # json.dumps writes these plain strings and numbers as TOML does.
+        converted = self.kind.from_toml(value, f"{key} = {json.dumps(example)}")
+        self.validate(converted)
+        return converted
 
 
-def format_duration(seconds: float) -> str:
-    """The inverse of parse_duration for saving: `90` -> `1m30s`, `0.5` -> `500ms`."""
-    if seconds == 0:
-        return "0s"
-    if seconds < 1:
-        return f"{seconds * 1000!r}ms".replace(".0ms", "ms")
-    whole = int(seconds)
-    frac = seconds - whole
-    h, rest = divmod(whole, 3600)
-    m, s = divmod(rest, 60)
-    out = ""
-    if h:
-        out += f"{h}h"
-    if m:
-        out += f"{m}m"
-    if s or frac or not out:
-        secs = s + frac if frac else s
-        out += (repr(float(secs)) if frac else str(secs)) + "s"
-    return out
+_SPEC = "sse_tui.setting"
+
+
+def _spec(**spec: Any) -> dict[str, SettingSpec]:
+    """The metadata of a Settings field: its SettingSpec."""
+    return {_SPEC: SettingSpec(**spec)}
 
 
 @dataclass(frozen=True)
 class Settings:
-    """Everything the engine needs to run. Defaults are the original Go tool's."""
+    """Everything the engine needs to run. Defaults are the original Go tool's.
 
-    mode: Mode = "both"
-    redis: str = "localhost:6379"
-    sse: str = "http://localhost:8080"
-    conversations: int = 5
-    tokens: int = 50
-    delay_ms: float = 50.0
-    duration_s: float = 30.0
-    run_id: str = field(default_factory=lambda: str(time.time_ns()))
-    channel_prefix: str = "llm:tokens:"
-    transport: str = "raw"
+    A field's metadata is its SettingSpec: adding a field here gives the new setting its
+    flags, TOML key, JSON key, checks and help."""
+
+    mode: Mode = field(default="both", metadata=_spec(
+        kind=choice(MODES, "mode"), short="m", metavar="MODE", example="both",
+        original=True, help="producer, consumer or both",
+    ))
+    redis: str = field(default="localhost:6379", metadata=_spec(
+        kind=TEXT, short="r", metavar="ADDR", example="localhost:6379",
+        original=True, check=redis_url,
+        # A consumer uses Redis only to follow a producer elsewhere (when given).
+        used_by=("producer", "both"),
+        help="Redis host:port, or a redis:// or rediss:// URL; a password is better given "
+             "by REDIS_PASSWORD or --redis-password-file than in the URL",
+        env="REDIS_URL", shown=redact_url, saved=url_without_password,
+        secret_note="The Redis password is not saved: give it with REDIS_PASSWORD=..., "
+                    "--redis-password-file FILE, or REDIS_URL=redis://user:pw@host:port "
+                    "(used when no redis address is set here or by a flag).",
+    ))
+    sse: str = field(default="http://localhost:8080", metadata=_spec(
+        kind=TEXT, short="s", metavar="URL",
+        example="http://localhost:8080", original=True, check=sse_base,
+        used_by=("consumer", "both"), help="base URL of the SSE adapter",
+        shown=redact_url, saved=url_without_password,
+        secret_note="The SSE URL's password is not saved: give credentials with "
+                    "--header 'Authorization: Basic $CREDENTIALS' (an environment variable).",
+    ))
+    conversations: int = field(default=5, metadata=_spec(
+        kind=COUNT, short="c", metavar="N", example="5", original=True,
+        help="conversations live at once; a finished one is replaced",
+    ))
+    tokens: int = field(default=50, metadata=_spec(
+        kind=COUNT, short="t", metavar="N", example="50", original=True,
+        help="tokens per conversation",
+    ))
+    delay_ms: float = field(default=50.0, metadata=_spec(
+        kind=MILLISECONDS, flags=("delay", "token-delay"), short="d", toml="delay",
+        metavar="MS", example="50", original=True,
+        help="milliseconds between tokens, plus a jitter of 0 to delay/2; may be fractional",
+    ))
+    duration_s: float = field(default=30.0, metadata=_spec(
+        kind=DURATION, toml="duration", metavar="DURATION", example="30s", original=True,
+        help="how long to run, a Go duration such as 500ms, 30s, 5m or 1h30m; "
+             "0 = one round of conversations",
+    ))
+    run_id: str = field(default_factory=lambda: str(time.time_ns()), metadata=_spec(
+        kind=IDENTIFIER, metavar="ID",
+        example="run1", check=check_run_id, default_help="the current time in ns",
+        help="conversation ids are loadtest-ID-<n>: give a producer and a consumer on "
+             "different machines the same ID",
+    ))
+    channel_prefix: str = field(default="llm:tokens:", metadata=_spec(
+        kind=TEXT, metavar="PREFIX", example="llm:tokens:",
+        check=check_channel_prefix, sandbox=True,
+        help="Redis channel prefix; channels are PREFIX<conversation id>",
+    ))
+    transport: str = field(default="raw", metadata=_spec(
+        kind=choice(TRANSPORTS, "transport"), metavar="raw|httpx", example="raw",
+        help="how SSE streams are read",
+    ))
     # After publishing stops, how long in-flight tokens may still arrive before counting as missing.
-    grace_s: float = 2.0
+    grace_s: float = field(default=2.0, metadata=_spec(
+        kind=DURATION, toml="grace", metavar="DURATION", example="2s",
+        help="after publishing stops, how long in-flight tokens may still arrive before they "
+             "count as missing",
+    ))
     # A stream silent this long is taken for dead (a half-open connection: a dropped
     # port-forward, a dead leaf) and resumed; the adapter sends a keep-alive every 15 s.
     # 0 = never.
-    idle_timeout_s: float = 45.0
+    idle_timeout_s: float = field(default=45.0, metadata=_spec(
+        kind=DURATION, toml="idle_timeout", metavar="DURATION", example="45s",
+        help="a stream silent this long is taken for dead and resumed with Last-Event-ID; "
+             "0 = never",
+    ))
+    # How long a conversation may be without a working stream (its first connect, or after
+    # one broke) while it retries with backoff: long enough to ride out an adapter restart.
+    retry_budget_s: float = field(default=30.0, metadata=_spec(
+        kind=DURATION, toml="retry_budget", metavar="DURATION", example="30s",
+        used_by=("consumer", "both"),
+        help="how long a conversation keeps retrying (with backoff) without a working "
+             "stream before it fails; 0 = fail at the first failed attempt",
+    ))
+    # One SSE event (or line) larger than this is an error on its conversation, and the
+    # readers stop buffering it there: memory stays bounded whatever a server sends.
+    max_event_bytes: int = field(default=1024 * 1024, metadata=_spec(
+        kind=COUNT, metavar="BYTES", example="1048576", check=check_max_event_bytes,
+        used_by=("consumer", "both"),
+        help="an SSE event larger than this many bytes is an error on its conversation",
+    ))
+    json_detail: bool = field(default=False, metadata=_spec(
+        kind=SWITCH, metavar="", example="true", switch=True,
+        help="add a `detail` object to the --json summary: every ended conversation "
+             "(up to a cap) with its missing sequence ranges, loss classes, reconnects "
+             "and errors",
+    ))
+    # Sent with every stream request (auth). Values may be $ENV references, resolved at start;
+    # they are never shown (`Name: ***`) and saved to TOML only as such references.
+    headers: tuple[str, ...] = field(default=(), metadata=_spec(
+        kind=HEADERS, flags=("header",), metavar="'NAME: VALUE'",
+        example="Authorization: Bearer $TOKEN", used_by=("consumer", "both"),
+        help="an HTTP header sent with every SSE request; repeat for more; $VAR or ${VAR} "
+             "in the value is taken from the environment (keeps the secret out of ps and "
+             "of saved files); values are never shown",
+        shown=lambda headers: [header_shown(h) for h in headers],
+        saved=lambda headers: [h for h in headers if header_saved(h) is not None],
+        secret_note="Headers whose value is not a $VAR reference are not saved: pass them "
+                    "again with --header 'Name: $VAR'.",
+    ))
+    redis_password_file: str = field(default="", metadata=_spec(
+        kind=TEXT, metavar="FILE", example="/run/secrets/redis-password",
+        reads_file=True, used_by=("producer", "both"),
+        default_help="none",
+        help="read the Redis password from the first line of FILE (when the --redis URL "
+             "has none); without it, REDIS_PASSWORD is used",
+    ))
+    # TLS, for https:// and rediss:// alike.
+    cacert: str = field(default="", metadata=_spec(
+        kind=TEXT, metavar="FILE", example="ca.pem", reads_file=True,
+        default_help="the system's CAs",
+        help="verify https:// and rediss:// servers with the CA certificates in FILE (PEM) "
+             "instead of the system's",
+    ))
+    cert: str = field(default="", metadata=_spec(
+        kind=TEXT, metavar="FILE", example="client.pem", reads_file=True,
+        default_help="none",
+        help="client certificate (PEM) for https:// and rediss:// servers that ask for one",
+    ))
+    key: str = field(default="", metadata=_spec(
+        kind=TEXT, metavar="FILE", example="client-key.pem", reads_file=True,
+        default_help="in the --cert file",
+        help="the private key of --cert, if not in the same file",
+    ))
+    insecure: bool = field(default=False, metadata=_spec(
+        kind=SWITCH, metavar="", example="true", switch=True,
+        help="do not verify the certificates of https:// and rediss:// servers (tests only: "
+             "anyone on the path can read and change the traffic)",
+    ))
 
     def validated(self) -> Settings:
         """Return self, or raise UsageError naming the first bad value."""
-        if self.mode not in MODES:
-            raise UsageError(f"invalid mode {self.mode!r}: use producer, consumer or both")
-        if self.conversations < 1:
-            raise UsageError(f"conversations must be at least 1, got {self.conversations}")
-        if self.tokens < 1:
-            raise UsageError(f"tokens must be at least 1, got {self.tokens}")
-        if self.delay_ms < 0:
-            raise UsageError(f"delay must be 0 or more milliseconds, got {self.delay_ms:g}")
-        if self.duration_s < 0:
-            raise UsageError("duration must be 0 (one round) or positive, e.g. 30s")
-        if self.transport not in TRANSPORTS:
-            raise UsageError(f"invalid transport {self.transport!r}: use raw or httpx")
-        if self.grace_s < 0:
-            raise UsageError("grace must be 0 or more seconds")
-        if self.idle_timeout_s < 0:
-            raise UsageError("idle timeout must be 0 (never) or a duration such as 45s")
-        if not self.channel_prefix or any(c in self.channel_prefix for c in " \t*?[]"):
-            raise UsageError(f"invalid channel prefix {self.channel_prefix!r}: it is subscribed "
-                             "as <prefix>*, so no spaces or * ? [ ]; e.g. llm:tokens:")
-        if not self.run_id or any(c in self.run_id for c in " /*?[]"):
-            raise UsageError(f"invalid run id {self.run_id!r}: use letters, digits, - and _")
-        if self.mode in ("producer", "both") or self.redis:
-            redis_url(self.redis)  # raises on nonsense
-        if self.mode in ("consumer", "both"):
-            sse_base(self.sse)
+        for spec in SETTINGS:  # mode first: the others depend on it
+            value = getattr(self, spec.field)
+            if self.mode not in spec.used_by and not value:
+                continue
+            spec.validate(value)
         return self
 
     def with_changes(self, **changes: Any) -> Settings:
@@ -156,70 +322,80 @@ class Settings:
         return f"loadtest-{self.run_id}-{n}"
 
     def to_toml_dict(self) -> dict[str, Any]:
-        """The TOML form: the same keys as the flags, durations as Go strings."""
-        return {
-            "mode": self.mode,
-            "redis": self.redis,
-            "sse": self.sse,
-            "conversations": self.conversations,
-            "tokens": self.tokens,
-            "delay": _int_if_whole(self.delay_ms),
-            "duration": format_duration(self.duration_s),
-            "run_id": self.run_id,
-            "channel_prefix": self.channel_prefix,
-            "transport": self.transport,
-            "grace": format_duration(self.grace_s),
-            "idle_timeout": format_duration(self.idle_timeout_s),
-        }
+        """The TOML form: the same keys as the flags, durations as Go strings; no secrets."""
+        out: dict[str, Any] = {}
+        for s in SETTINGS:
+            value = getattr(self, s.field)
+            out[s.toml_key] = s.kind.to_toml(s.saved(value) if s.saved else value)
+        return out
+
+    def save_notes(self) -> list[str]:
+        """What a saved file leaves out, and how to give it instead (for its comments)."""
+        notes: list[str] = []
+        for s in SETTINGS:
+            value = getattr(self, s.field)
+            if s.saved is not None and s.secret_note and s.saved(value) != (
+                    list(value) if isinstance(value, tuple) else value):
+                notes.append(s.secret_note)
+        return notes
+
+    def shown(self, name: str) -> Any:
+        """A setting as views and the JSON show it: any secret in it replaced by `***`."""
+        spec = _SPEC_OF_FIELD[name]
+        value = getattr(self, name)
+        return spec.shown(value) if spec.shown is not None else value
 
     def summary_dict(self) -> dict[str, Any]:
-        """The `settings` object of the JSON summary."""
-        d = asdict(self)
-        return {
-            "mode": d["mode"],
-            "redis": d["redis"],
-            "sse": d["sse"],
-            "conversations": d["conversations"],
-            "tokens": d["tokens"],
-            "delay_ms": d["delay_ms"],
-            "duration_s": d["duration_s"],
-            "run_id": d["run_id"],
-            "channel_prefix": d["channel_prefix"],
-            "transport": d["transport"],
-            "grace_s": d["grace_s"],
-            "idle_timeout_s": d["idle_timeout_s"],
-        }
+        """The `settings` object of the JSON summary (secrets shown as `***`)."""
+        return {s.json_key: self.shown(s.field) for s in SETTINGS}
+
+    def __repr__(self) -> str:
+        # Settings end up in logs and tracebacks: a repr shows what views show.
+        shown = ", ".join(f"{s.field}={self.shown(s.field)!r}" for s in SETTINGS)
+        return f"Settings({shown})"
 
 
-def _int_if_whole(x: float) -> int | float:
-    return int(x) if float(x).is_integer() else x
+# The table, in field order (the order of --help, TOML files and the JSON summary).
+SETTINGS: tuple[SettingSpec, ...] = tuple(
+    replace(f.metadata[_SPEC], field=f.name) for f in fields(Settings)
+)
+_SPEC_OF_FIELD = {s.field: s for s in SETTINGS}
 
 
-def redis_url(address: str) -> str:
-    """`host:port`, `host` or a redis:// / rediss:// / unix:// URL -> a URL redis-py accepts."""
-    a = address.strip()
-    if not a:
-        raise UsageError("empty redis address: use host:port or redis://host:port")
-    if "://" in a:
-        scheme = a.split("://", 1)[0].lower()
-        if scheme not in ("redis", "rediss", "unix"):
-            raise UsageError(f"invalid redis address {address!r}: use host:port or redis://host:port")
-        return a
-    host, sep, port = a.rpartition(":")
-    if not sep:
-        return f"redis://{a}:6379"
-    if not port.isdigit() or not 0 < int(port) < 65536:
-        raise UsageError(f"invalid redis port in {address!r}: use host:port, e.g. localhost:6379")
-    if not host:
-        host = "localhost"
-    if ":" in host and not host.startswith("["):
-        host = f"[{host}]"
-    return f"redis://{host}:{port}"
+def check_outside_world(s: Settings, environ: Mapping[str, str] | None = None) -> None:
+    """Before a run: the files the settings name can be read, and the environment variables
+    the --header values name are set. Raises UsageError (one line, no value shown)."""
+    if s.key and not s.cert:
+        raise UsageError("--key needs --cert: give the client certificate it belongs to")
+    for spec in SETTINGS:
+        path = getattr(s, spec.field)
+        if not spec.reads_file or not path:
+            continue
+        flag = f"--{spec.long_flags[0]}"
+        p = Path(path).expanduser()
+        if not p.is_file():
+            why = "is a directory" if p.is_dir() else "not found"
+            raise UsageError(f"{flag} {path} {why}: give the path of a readable file")
+        if not os.access(p, os.R_OK):
+            raise UsageError(f"{flag} {path} cannot be read: check its permissions")
+    env = os.environ if environ is None else environ
+    if s.mode != "producer":
+        for text in s.headers:
+            try:
+                resolve_header(text, env)
+            except ValueError as e:
+                raise UsageError(f"--header: {e}") from None
 
 
-def sse_base(url: str) -> str:
-    """Validate the SSE base URL and strip a trailing slash."""
-    u = url.strip()
-    if not (u.startswith("http://") or u.startswith("https://")) or len(u.split("://", 1)[1]) == 0:
-        raise UsageError(f"invalid SSE URL {url!r}: use http://host:port, e.g. http://localhost:8080")
-    return u.rstrip("/")
+def env_settings(environ: Mapping[str, str]) -> dict[str, Any]:
+    """{field: value} for the settings given by environment variables (`REDIS_URL`), read
+    and checked as their flag would be. They sit under the config file and the flags."""
+    return {s.field: s.read_flag(s.env, environ[s.env])
+            for s in SETTINGS if s.env and environ.get(s.env, "").strip()}
+
+
+def default_text(spec: SettingSpec) -> str:
+    """The default of a setting as --help shows it."""
+    if spec.default_help:
+        return spec.default_help
+    return spec.kind.show(getattr(Settings(), spec.field))

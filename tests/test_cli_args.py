@@ -10,7 +10,7 @@ import pytest
 
 from sse_tui import __version__
 from sse_tui.cli_args import CliOptions, format_help, parse_args, parse_faults, use_tui
-from sse_tui.settings import Settings, UsageError
+from sse_tui.settings import SETTINGS, Settings, SettingSpec, UsageError
 
 # (spellings, value as typed, Settings field, value expected)
 VALUE_FLAGS = [
@@ -88,6 +88,58 @@ def test_the_original_tools_high_load_example() -> None:
     assert options.explicit == {
         "mode", "redis", "sse", "conversations", "tokens", "delay_ms", "duration_s"
     }
+
+
+def test_the_spellings_the_readme_lists() -> None:
+    for argv in (["-c5"], ["-conversations=5"], ["--conversations=5"], ["-conversations", "5"]):
+        assert parse_args(argv).settings.conversations == 5, argv
+    for argv in (["-token-delay", "20"], ["--delay=20"], ["-d", "20"], ["-delay=20"]):
+        assert parse_args(argv).settings.delay_ms == 20.0, argv
+
+
+@pytest.mark.parametrize("spec", SETTINGS, ids=lambda spec: spec.field)
+def test_every_setting_takes_every_spelling_of_its_flags(spec: SettingSpec) -> None:
+    """Driven by the settings table: a setting added to it gets its flags with no more work,
+    and its example (shown in messages) must be a good value."""
+    expected = spec.read_flag("--x", spec.example)
+    names = [f"-{spec.short}"] if spec.short else []
+    for long in spec.long_flags:
+        names += [f"--{long}", f"-{long}", f"--{long.replace('-', '_')}"]
+    for name in names:
+        # A switch (--insecure) takes no value after it: only --insecure or --insecure=true.
+        alone = [name] if spec.switch else [name, spec.example]
+        for argv in (alone, [f"{name}={spec.example}"]):
+            options = parse_args(argv)
+            assert getattr(options.settings, spec.field) == expected, argv
+            assert options.explicit == {spec.field}, argv
+    if not spec.switch:
+        assert f"needs a value: e.g. {names[0]} {spec.example}" in message_of([names[0]])
+    shown = ", ".join(f"--{long}" for long in spec.long_flags)
+    assert f"{shown} {spec.metavar}".strip() in format_help()
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        # argparse itself would take these one-dash prefixes (even with allow_abbrev off)
+        (["-con", "5"], "unknown flag -con: see"),
+        (["-js", "-"], "unknown flag -js: see"),
+        (["-no"], "unknown flag -no: see"),
+        (["-mod", "both"], "unknown flag -mod: did you mean -mode?"),
+        (["-toke", "5"], "unknown flag -toke"),
+        (["--no"], "unknown flag --no: see"),
+        (["-h5"], "unknown flag -h5"),
+    ],
+)
+def test_no_abbreviations(argv: list[str], expected: str) -> None:
+    assert expected in message_of(argv)
+
+
+def test_a_one_dash_long_flag_is_never_a_short_flag_with_its_value() -> None:
+    options = parse_args(["-demo", "-duration", "5m", "-tokens", "3", "-sse", "http://x:1"])
+    assert options.demo
+    assert options.explicit == {"duration_s", "tokens", "sse"}  # not -d emo, -t okens
+    assert (options.settings.duration_s, options.settings.tokens) == (300.0, 3)
 
 
 def test_underscore_spelling_of_long_flags() -> None:
@@ -457,9 +509,12 @@ def test_help(flag: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert "-conversations 5" in out  # says that the Go spelling works
 
 
-def test_help_wins_over_bad_input_after_it(capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    "argv", [["-c", "3", "--help", "-foo"], ["-c", "--help"], ["-c", "x", "-h", "extra"]]
+)
+def test_help_wins_over_bad_input(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_:
-        parse_args(["-c", "3", "--help", "-foo"])
+        parse_args(argv)
     assert exit_.value.code == 0
     assert "usage: sse-tui" in capsys.readouterr().out
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
+import tomli_w
 
 from sse_tui.config import DEFAULT_CONFIG_PATH, load_config, save_settings
-from sse_tui.settings import Settings, UsageError
+from sse_tui.settings import SETTINGS, Settings, SettingSpec, UsageError
 
 
 def write(tmp_path: Path, text: str, name: str = "sse-tui.toml") -> Path:
@@ -191,7 +193,7 @@ def test_unreadable_file(tmp_path: Path) -> None:
 ROUND_TRIP = [
     Settings(run_id="r1"),
     Settings(
-        mode="producer", redis="rediss://user:pw@redis.example:6380/2", sse="https://sse.example/",
+        mode="producer", redis="rediss://user@redis.example:6380/2", sse="https://sse.example/",
         conversations=100, tokens=200, delay_ms=12.5, duration_s=5400.0, run_id="nightly_7",
         channel_prefix="chat:tokens:", transport="httpx", grace_s=0.5,
     ),
@@ -231,7 +233,7 @@ def test_save_creates_parent_directories_and_returns_absolute_path(
     assert path.is_absolute()
     assert path == tmp_path / "a" / "b" / "sse-tui.toml"
     assert path.is_file()
-    assert oct(path.stat().st_mode & 0o777) == oct(0o644)
+    assert oct(path.stat().st_mode & 0o777) == oct(0o600)  # it may name secrets' places
     assert [p.name for p in path.parent.iterdir()] == ["sse-tui.toml"]  # no temp file left
 
 
@@ -253,7 +255,7 @@ def test_save_overwrites_and_keeps_the_file_mode(tmp_path: Path) -> None:
 def test_save_to_an_impossible_place_is_a_usage_error(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("")
-    with pytest.raises(UsageError, match=r"cannot save settings to .*choose a writable location"):
+    with pytest.raises(UsageError, match=r"cannot save settings: .*choose a writable location"):
         save_settings(Settings(run_id="r"), blocker / "s.toml")
 
 
@@ -266,3 +268,63 @@ def test_read_error_is_a_usage_error(tmp_path: Path, monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(Path, "read_bytes", refuse)
     with pytest.raises(UsageError, match=r"cannot read config file .*Permission denied"):
         load_config(path)
+
+
+# --- the settings table -----------------------------------------------------------------
+
+def test_toml_and_json_keys() -> None:
+    """The documented keys (README): a file saved by one version loads in the next, and
+    scripts read the JSON summary's `settings` by these names."""
+    settings = Settings(run_id="r")
+    # The keys that existed keep their names and order; new settings come after them.
+    assert list(settings.to_toml_dict())[:12] == [
+        "mode", "redis", "sse", "conversations", "tokens", "delay", "duration", "run_id",
+        "channel_prefix", "transport", "grace", "idle_timeout",
+    ]
+    assert list(settings.summary_dict())[:12] == [
+        "mode", "redis", "sse", "conversations", "tokens", "delay_ms", "duration_s", "run_id",
+        "channel_prefix", "transport", "grace_s", "idle_timeout_s",
+    ]
+    assert "retry_budget" in settings.to_toml_dict()
+    assert settings.summary_dict()["retry_budget_s"] == 30.0
+    assert settings.summary_dict()["delay_ms"] == 50.0
+
+
+@pytest.mark.parametrize("spec", SETTINGS, ids=lambda spec: spec.field)
+def test_every_setting_loads_under_each_of_its_keys(tmp_path: Path, spec: SettingSpec) -> None:
+    expected = spec.read_flag("--x", spec.example)
+    saved = Settings(run_id="r").with_changes(**{spec.field: expected}).to_toml_dict()
+    for key in spec.toml_keys:
+        path = tmp_path / "s.toml"
+        path.write_text(tomli_w.dumps({key: saved[spec.toml_key]}), encoding="utf-8")
+        assert load_config(path) == {spec.field: expected}, key
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        (dict(mode="sideways"), "invalid mode 'sideways': use producer, consumer or both"),
+        (dict(conversations=0), "conversations must be at least 1, got 0"),
+        (dict(tokens=-1), "tokens must be at least 1, got -1"),
+        (dict(delay_ms=-1.0), "delay must be 0 or more milliseconds"),
+        (dict(duration_s=float("nan")), "duration must be 0 or more seconds"),
+        (dict(grace_s=-1.0), "grace must be 0 or more seconds"),
+        (dict(idle_timeout_s=-1.0), "idle timeout must be 0 or more seconds"),
+        (dict(transport="grpc"), "invalid transport 'grpc': use raw or httpx"),
+        (dict(channel_prefix="a*"), "invalid channel prefix 'a*'"),
+        (dict(run_id="a b"), "invalid run id 'a b'"),
+        (dict(redis="host:port"), "invalid redis port"),
+        (dict(mode="consumer", redis="host:port"), "invalid redis port"),
+        (dict(sse="ftp://x"), "invalid SSE URL"),
+    ],
+)
+def test_validated_names_the_bad_value(changes: dict, expected: str) -> None:
+    with pytest.raises(UsageError, match=re.escape(expected)):
+        Settings(run_id="r").with_changes(**changes).validated()
+
+
+def test_a_mode_may_leave_out_what_it_does_not_use() -> None:
+    Settings(mode="consumer", redis="", run_id="r").validated()
+    Settings(mode="producer", sse="", run_id="r").validated()
+    with pytest.raises(UsageError, match="empty redis address"):
+        Settings(mode="producer", redis="", run_id="r").validated()

@@ -1,5 +1,5 @@
 """config/*.toml: the original tool's examples as profiles for `--config`, aimed at the
-in-cluster addresses of ../shared/PROTOCOL.md. Read with tomllib (what is in the file) and
+in-cluster addresses of docs/protocol.md. Read with tomllib (what is in the file) and
 with the CLI's own loader (what a run gets)."""
 
 from __future__ import annotations
