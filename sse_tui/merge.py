@@ -16,39 +16,123 @@ from pathlib import Path
 from typing import Any
 
 from sse_tui.engine.stats import LatencyHistogram
-from sse_tui.report import format_summary, write_json
+from sse_tui.files import WriteError, check_writable
+from sse_tui.report import counters_from_json, format_summary, write_json
 from sse_tui.settings import Settings, UsageError
-from sse_tui.snapshot import Distribution, HistogramSnapshot, PhaseStats, SelfHealth, StatsSnapshot
+from sse_tui.snapshot import (
+    Counters,
+    Distribution,
+    HistogramSnapshot,
+    PhaseStats,
+    SelfHealth,
+    StatsSnapshot,
+)
 
-_SUMMED = ("tokens_published", "tokens_received", "tokens_unheard", "publish_errors",
-           "connections_opened", "connections_closed", "tokens_missing", "tokens_duplicated",
-           "tokens_out_of_order", "streams_ended_without_done", "reconnects")
-_HISTOGRAMS = ("latency", "connect", "first_token", "itl")
+_HISTOGRAMS = ("latency", "connect", "first_token", "itl", "publish_rtt", "establish")
+# Summaries written before a histogram existed lack it: it merges as empty.
+_OPTIONAL_HISTOGRAMS = frozenset({"publish_rtt", "establish"})
+
+
+class _Malformed(Exception):
+    """What is wrong with one summary; load_summary adds the file's name."""
 
 
 def load_summary(path: Path) -> dict[str, Any]:
+    """Read one `--json` summary and check everything merge() takes from it, so that a bad
+    file is one line naming it and the problem, never a traceback halfway through."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
+    except IsADirectoryError:
+        raise UsageError(f"{path} is a directory; pass the files --json wrote") from None
     except OSError as e:
         raise UsageError(f"cannot read {path}: {e.strerror or e}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    except UnicodeDecodeError:
+        raise UsageError(f"{path} is not JSON (not even text); pass the files --json wrote"
+                         ) from None
+    except json.JSONDecodeError as e:
         raise UsageError(f"{path} is not JSON ({e}); pass the files --json wrote") from None
     if not isinstance(data, dict) or "histograms" not in data or "settings" not in data:
         raise UsageError(f"{path} is not an sse-tui --json summary (no histograms/settings)")
+    try:
+        _check(data)
+    except _Malformed as e:
+        raise UsageError(f"{path} is not a usable sse-tui --json summary: {e}") from None
     return data
+
+
+def _check(s: dict[str, Any]) -> None:
+    settings = s["settings"]
+    if not isinstance(settings, dict):
+        raise _Malformed("settings is not an object")
+    for key, kind in (("mode", str), ("redis", str), ("sse", str), ("conversations", int),
+                      ("tokens", int), ("delay_ms", (int, float)), ("duration_s", (int, float))):
+        if not isinstance(settings.get(key), kind) or isinstance(settings.get(key), bool):
+            raise _Malformed(f"settings.{key} is missing or not a {_kind_name(kind)}")
+    try:
+        counters_from_json(s)
+        float(s.get("elapsed_s", 0.0))
+    except (TypeError, ValueError, AttributeError) as e:
+        raise _Malformed(f"a counter is not a number ({e})") from None
+    errors = s.get("errors_by_kind", {})
+    if not isinstance(errors, dict) or not all(
+            isinstance(v, int) and not isinstance(v, bool) for v in errors.values()):
+        raise _Malformed("errors_by_kind is not an object of counts")
+    for key in ("self",):
+        if key in s and not isinstance(s[key], dict):
+            raise _Malformed(f"{key} is not an object")
+    hists = s["histograms"]
+    if not isinstance(hists, dict):
+        raise _Malformed("histograms is not an object")
+    for name in _HISTOGRAMS:
+        if name not in hists and name in _OPTIONAL_HISTOGRAMS:
+            continue
+        h = hists.get(name)
+        if not isinstance(h, dict):
+            raise _Malformed(f"histograms.{name} is missing or not an object")
+        for key in ("count", "sum_us", "min_us", "max_us"):
+            v = h.get(key)
+            if not isinstance(v, int | float) or isinstance(v, bool) or v < 0:
+                raise _Malformed(f"histograms.{name}.{key} is missing or not a number >= 0")
+        if h["count"] and not isinstance(h.get("hdr"), str):
+            raise _Malformed(f"histograms.{name}.hdr is missing")
+        try:
+            LatencyHistogram.decode(h)
+        except Exception as e:  # base64, zlib or struct errors of a bad blob
+            why = (str(e) or type(e).__name__).splitlines()[0][:100]
+            raise _Malformed(f"histograms.{name} does not decode ({why})") from None
+
+
+def _kind_name(kind: type | tuple[type, ...]) -> str:
+    return "string" if kind is str else "whole number" if kind is int else "number"
+
+
+def _histogram(s: dict[str, Any], name: str) -> LatencyHistogram:
+    data = s["histograms"].get(name)
+    return LatencyHistogram.decode(data) if data is not None else LatencyHistogram()
+
+
+def _error_examples(summaries: Sequence[dict[str, Any]]) -> dict[str, str]:
+    """One example detail per error kind: the first pod's that has one."""
+    out: dict[str, str] = {}
+    for s in summaries:
+        examples = s.get("error_examples")
+        if isinstance(examples, dict):
+            for kind, example in examples.items():
+                if isinstance(example, str):
+                    out.setdefault(str(kind), example)
+    return out
 
 
 def merge(summaries: Sequence[dict[str, Any]]) -> StatsSnapshot:
     """Combine summaries of generators that ran side by side into one snapshot."""
-    counters = {k: sum(int(s.get(k, 0)) for s in summaries) for k in _SUMMED}
+    counters = Counters()
     errors: Counter[str] = Counter()
-    conv = Counter[str]()
     hists = {name: LatencyHistogram() for name in _HISTOGRAMS}
     for s in summaries:
+        counters.add(counters_from_json(s))
         errors.update({k: int(v) for k, v in s.get("errors_by_kind", {}).items()})
-        conv.update({k: int(v) for k, v in s.get("conversations", {}).items()})
         for name in _HISTOGRAMS:
-            hists[name].add(LatencyHistogram.decode(s["histograms"][name]))
+            hists[name].add(_histogram(s, name))
     elapsed = max(float(s.get("elapsed_s", 0.0)) for s in summaries)
     first = summaries[0]["settings"]
     settings = Settings(
@@ -61,13 +145,12 @@ def merge(summaries: Sequence[dict[str, Any]]) -> StatsSnapshot:
         transport=first.get("transport", "raw"))
     frozen: dict[str, HistogramSnapshot] = {n: h.freeze(copy=False) for n, h in hists.items()}
     total = PhaseStats(
+        **counters.counter_values(),
         index=-1, label="merged", started_s=0.0, ended_s=elapsed,
         conversations=settings.conversations, delay_ms=settings.delay_ms, elapsed_s=elapsed,
-        errors=dict(errors), conversations_started=conv["started"],
-        conversations_completed=conv["completed"], conversations_incomplete=conv["incomplete"],
-        conversations_cut_short=conv["cut_short"],
-        latency=frozen["latency"], connect=frozen["connect"],
-        first_token=frozen["first_token"], itl=frozen["itl"], **counters)
+        errors=dict(errors), latency=frozen["latency"], connect=frozen["connect"],
+        first_token=frozen["first_token"], itl=frozen["itl"], publish_rtt=frozen["publish_rtt"],
+        establish=frozen["establish"], error_examples=_error_examples(summaries))
     warnings = [f"{s['settings'].get('run_id')}: {s['self']['warning']}"
                 for s in summaries if s.get("self", {}).get("warning")]
     failed = [f"{s['settings'].get('run_id')}: {s['fatal_error']}"
@@ -95,10 +178,19 @@ def main(argv: Sequence[str]) -> int:
     p.add_argument("--json", dest="json_path", metavar="PATH|-",
                    help="write the merged summary as JSON (- for stdout)")
     args = p.parse_args(argv)
+    if args.json_path and args.json_path != "-":
+        try:
+            check_writable(args.json_path)
+        except WriteError as e:
+            raise UsageError(f"merge: --json: {e}") from None
     snap = merge([load_summary(f) for f in args.files])
     out = sys.stderr if args.json_path == "-" else sys.stdout
     print(f"merged {len(args.files)} summaries", file=out)
     print(format_summary(snap), file=out, end="")
     if args.json_path:
-        write_json(snap, args.json_path)
+        try:
+            write_json(snap, args.json_path)
+        except WriteError as e:
+            print(f"sse-tui merge: {e}", file=sys.stderr)
+            return 1
     return 0

@@ -7,12 +7,14 @@ stalls the engine.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import Field, dataclass, field, fields, replace
+from enum import StrEnum
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from sse_tui.hdr import counts_slice, hdr_from_counts
+from sse_tui import hdr as hdr_codec
 from sse_tui.settings import Settings
 
 if TYPE_CHECKING:
@@ -20,6 +22,106 @@ if TYPE_CHECKING:
 
 # The percentiles every distribution reports.
 PERCENTILES = (50.0, 90.0, 99.0, 99.9)
+
+# Field metadata of Counters: the JSON nests these under "conversations", without the prefix.
+_CONVERSATIONS = {"json_group": "conversations"}
+_LOSS = {"json_group": "loss"}
+
+
+@dataclass(slots=True)
+class Counters:
+    """Every count kept per phase, in the order of the JSON summary: the one list of them.
+
+    The engine's PhaseRecorder counts into these fields, a PhaseStats carries a copy, and the
+    run total, `sse-tui merge`, the JSON and the test fake all iterate `COUNTER_FIELDS`, so a
+    new counter is a new field here (metadata: `label` gives it a line of its own in the final
+    summary, `json_group` nests it in the JSON) plus the code that increments it.
+    """
+
+    tokens_published: int = 0
+    tokens_received: int = 0
+    # PUBLISH answered "0 subscribers": nobody (no bridge) was listening on Redis. It reads 0
+    # whenever any other subscriber exists, so 0 does not prove that the bridge heard.
+    tokens_unheard: int = 0
+    # Tokens whose PUBLISH failed, each counted once however often it was retried.
+    publish_errors: int = 0
+    # How far the offered load fell behind its schedule, in tokens, while the publisher
+    # waited for Redis to answer (a Redis stall; see sse_tui.engine.producer).
+    tokens_held_back_by_redis: int = 0
+    connections_opened: int = 0
+    connections_closed: int = 0
+    # Every attempt to open a stream, failed ones included (connections_opened: the ones that
+    # got a 200 event stream).
+    connect_attempts: int = 0
+    # Times a conversation that had a working stream was without one (the stream ended early
+    # or broke) until a new one worked, and the sum of those times in ms: an adapter restart
+    # shows here, not as failed conversations.
+    stream_outages: int = 0
+    outage_ms: int = 0
+    conversations_started: int = field(default=0, metadata=_CONVERSATIONS)
+    conversations_completed: int = field(default=0, metadata=_CONVERSATIONS)
+    # Ended with something missing or with an error: incomplete > 0 means something went wrong.
+    conversations_incomplete: int = field(default=0, metadata=_CONVERSATIONS)
+    # Still in progress when the run ended, nothing missing of what was published.
+    conversations_cut_short: int = field(default=0, metadata=_CONVERSATIONS)
+    tokens_missing: int = field(default=0, metadata={"label": "Tokens missing"})
+    tokens_duplicated: int = field(default=0, metadata={"label": "Tokens duplicated"})
+    tokens_out_of_order: int = field(default=0, metadata={"label": "Tokens out of order"})
+    streams_ended_without_done: int = 0
+    reconnects: int = 0
+    # Missing tokens by where in its conversation each was lost (docs/loss.md): they sum to
+    # tokens_missing. The JSON nests them as "loss": {"first", "gap", "tail", "after_resume"}.
+    loss_first: int = field(default=0, metadata=_LOSS)
+    loss_gap: int = field(default=0, metadata=_LOSS)
+    loss_tail: int = field(default=0, metadata=_LOSS)
+    loss_after_resume: int = field(default=0, metadata=_LOSS)
+    # Sequences the readers were due (1..last of each conversation read, plus any earlier
+    # ones a followed conversation delivered). The accounting invariant, checked at the end:
+    # tokens_expected == (tokens_received - tokens_duplicated) + tokens_missing, and in
+    # `both` mode tokens_expected == tokens_published.
+    tokens_expected: int = 0
+    # Conversations whose own accounting did not balance (see tokens_expected): must stay 0.
+    accounting_violations: int = 0
+    # Token events after the done token (one repeating a sequence is also a duplicate).
+    tokens_after_done: int = 0
+    # The server kept the response open past min(grace, 1 s) after the done token.
+    streams_not_closed_after_done: int = 0
+
+    def add(self, other: Counters) -> None:
+        for f in COUNTER_FIELDS:
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+
+    def counter_values(self) -> dict[str, int]:
+        """The counters alone (a subclass's other fields left out), by name, in order."""
+        return {f.name: getattr(self, f.name) for f in COUNTER_FIELDS}
+
+
+COUNTER_FIELDS: tuple[Field[int], ...] = fields(Counters)
+
+
+class ConversationState(StrEnum):
+    """Where one conversation is. Only `sse_tui.engine.consumer.Conversation` moves it; the
+    views read it (a str, so it pickles small and prints as its value)."""
+
+    WAITING = "waiting"  # created, its stream not yet asked for
+    CONNECTING = "connecting"
+    STREAMING = "streaming"
+    RECONNECTING = "reconnecting"  # the stream ended early: resuming with Last-Event-ID
+    PUBLISHING = "publishing"  # producer mode: nothing to read
+    DRAINING = "draining"  # everything published; waiting for the last tokens
+    DONE = "done"
+    CUT = "cut"  # still in progress when the run ended, with nothing missing
+    INCOMPLETE = "incomplete"  # ended with tokens missing
+    ERROR = "error"
+
+    @property
+    def live(self) -> bool:
+        return self in _LIVE_STATES
+
+
+_LIVE_STATES = frozenset({
+    ConversationState.WAITING, ConversationState.CONNECTING, ConversationState.STREAMING,
+    ConversationState.RECONNECTING, ConversationState.PUBLISHING, ConversationState.DRAINING})
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +180,8 @@ class HistogramSnapshot:
     def summary(self) -> Distribution:
         if self.count == 0 or self._hdr is None:
             return Distribution.empty()
-        pct = self._hdr.get_percentile_to_value_dict(list(PERCENTILES))
+        pct = hdr_codec.percentile_values(self._hdr, PERCENTILES, int(self.min_us),
+                                          int(self.max_us))
 
         def at(p: float) -> float:
             # HDR reports the highest value equivalent to the bucket; clamp into the exact range.
@@ -103,21 +206,21 @@ class HistogramSnapshot:
         return copy
 
     def __reduce__(self) -> tuple[Any, ...]:
-        """Pickle as the non-zero span of the counts (KBs), for the engine process's pipe;
-        a summarized() copy as its summary alone."""
+        """Pickle in HdrHistogram's own compressed encoding, for the engine process's pipe: a
+        few KB, a tenth of the raw counts, for 0.05-0.2 ms of encoding; a summarized() copy
+        as its summary alone."""
         if self._hdr is None and self.count and "summary" in self.__dict__:
             return (_histogram_from_summary,
                     (self.count, self.sum_us, self.min_us, self.max_us, self.summary))
         if self._hdr is None or self.count == 0:
             return (HistogramSnapshot, (None, 0, 0, 0, 0))
-        lo, data = counts_slice(self._hdr, int(self.min_us), int(self.max_us))
-        return (_histogram_from_counts,
-                (lo, data, self.count, self.sum_us, self.min_us, self.max_us))
+        return (_histogram_from_encoding, (hdr_codec.encode(self._hdr), self.count,
+                                           self.sum_us, self.min_us, self.max_us))
 
     def encode(self) -> dict[str, Any]:
         """Portable form for merging across processes and pods."""
         return {
-            "hdr": self._hdr.encode().decode("ascii") if self._hdr and self.count else None,
+            "hdr": hdr_codec.encode(self._hdr) if self._hdr and self.count else None,
             "count": self.count,
             "sum_us": self.sum_us,
             "min_us": self.min_us,
@@ -132,15 +235,21 @@ def _histogram_from_summary(count: int, sum_us: float, min_us: float, max_us: fl
     return h
 
 
-def _histogram_from_counts(lo: int, data: bytes, count: int, sum_us: float, min_us: float,
-                           max_us: float) -> HistogramSnapshot:
-    hdr = hdr_from_counts(lo, data, count, int(min_us), int(max_us))
-    return HistogramSnapshot(hdr, count, sum_us, min_us, max_us)
+def _histogram_from_encoding(blob: str, count: int, sum_us: float, min_us: float,
+                             max_us: float) -> HistogramSnapshot:
+    return HistogramSnapshot(hdr_codec.decode(blob), count, sum_us, min_us, max_us)
 
 
-@dataclass(frozen=True, slots=True)
-class PhaseStats:
-    """Counters and distributions for one phase (one load level), or for the whole run."""
+_EMPTY_HISTOGRAM = HistogramSnapshot(None, 0, 0, 0, 0)
+
+
+@dataclass(slots=True, kw_only=True)
+class PhaseStats(Counters):
+    """Counters and distributions for one phase (one load level), or for the whole run.
+
+    Not frozen only because it shares Counters with the engine's recorder (a frozen dataclass
+    cannot extend a mutable one): it is a copy, and nothing writes to it.
+    """
 
     index: int  # -1 for the run total
     label: str
@@ -149,35 +258,24 @@ class PhaseStats:
     conversations: int  # the setting in force (the last one, for the total)
     delay_ms: float
     elapsed_s: float
-    tokens_published: int
-    tokens_received: int
-    publish_errors: int
-    connections_opened: int
-    connections_closed: int
     errors: Mapping[str, int]
-    conversations_started: int
-    conversations_completed: int
-    conversations_incomplete: int
-    tokens_missing: int
-    tokens_duplicated: int
-    tokens_out_of_order: int
-    streams_ended_without_done: int
-    reconnects: int
     latency: HistogramSnapshot
     connect: HistogramSnapshot
     first_token: HistogramSnapshot
     itl: HistogramSnapshot
-    # PUBLISH answered "0 subscribers": nobody (no bridge) was listening on Redis.
-    tokens_unheard: int = 0
-    # Still in progress when the run ended, nothing missing of what was published; not
-    # counted in conversations_incomplete (which means something went wrong).
-    conversations_cut_short: int = 0
+    publish_rtt: HistogramSnapshot  # PUBLISH pipeline round trips
+    # From a conversation's first attempt to its first working stream, failed attempts and
+    # their backoff included (connect: the one attempt that worked).
+    establish: HistogramSnapshot = field(default_factory=lambda: _EMPTY_HISTOGRAM)
+    # One example detail per error kind (the first seen), e.g. "HTTP 404 from /stream/x".
+    error_examples: Mapping[str, str] = field(default_factory=dict)
 
     def summarized(self) -> PhaseStats:
         """This phase with summary-only histograms (see HistogramSnapshot.summarized)."""
         return replace(
             self, latency=self.latency.summarized(), connect=self.connect.summarized(),
-            first_token=self.first_token.summarized(), itl=self.itl.summarized())
+            first_token=self.first_token.summarized(), itl=self.itl.summarized(),
+            publish_rtt=self.publish_rtt.summarized(), establish=self.establish.summarized())
 
     @property
     def errors_total(self) -> int:
@@ -198,9 +296,7 @@ class ConversationView:
 
     conversation_id: str
     number: int
-    # waiting, connecting, streaming, reconnecting, publishing, draining, done, cut (still in
-    # progress when the run ended), incomplete (ended with tokens missing), error
-    state: str
+    state: ConversationState
     published: int
     received: int
     expected: int
@@ -211,25 +307,81 @@ class ConversationView:
     last_latency_ms: float | None
     recent_latency_ms: tuple[float, ...]  # the last few latencies, for p50/p99 "recent"
     last_event_age_s: float | None
-    error: str | None
+    error: str | None  # why it failed, or the last problem it recovered from
     discovered: bool = False  # followed from Redis rather than started by us
+    # Once ended with tokens missing: where they were lost (a loss class of docs/loss.md, or
+    # "mixed"); "" otherwise.
+    loss: str = ""
 
     def recent_percentile(self, p: float) -> float | None:
+        """Nearest rank over the last few latencies (a window this small needs no HDR)."""
         s = sorted(self.recent_latency_ms)
         if not s:
             return None
-        k = min(len(s) - 1, max(0, round(p / 100.0 * len(s) + 0.5) - 1))
-        return s[k]
+        return s[min(len(s) - 1, max(0, math.ceil(round(p / 100.0 * len(s), 9)) - 1))]
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationDetail:
+    """One ended conversation for `--json-detail`: where its tokens were lost."""
+
+    conversation_id: str
+    state: str
+    published: int
+    received: int  # unique sequences
+    missing: int
+    # The first MAX_RANGES runs of missing sequences, (from, to) inclusive; ranges_omitted
+    # says how many more there were.
+    missing_ranges: tuple[tuple[int, int], ...]
+    ranges_omitted: int
+    loss: Mapping[str, int]  # by loss class
+    duplicated: int
+    reconnects: int
+    errors: int
+    error: str | None
+    outage_s: float | None = None  # time without a stream, when the engine measures it
+
+
+@dataclass(frozen=True, slots=True)
+class SelfWindow:
+    """One window of the generator's self-check (see sse_tui.engine.selfwatch) and its verdict."""
+
+    t_s: float  # start, seconds into the run
+    length_s: float  # 1 s, longer when a stall kept the loop from closing it on time
+    phases: tuple[int, ...]  # the phases it overlapped
+    loop_lag_p99_ms: float
+    schedule_lag_p99_ms: float | None  # None: nothing was published in it
+    cpu_percent: float
+    reasons: tuple[str, ...]  # the limits it crossed; empty: the generator was fine
+
+    @property
+    def overloaded(self) -> bool:
+        return bool(self.reasons)
 
 
 @dataclass(frozen=True, slots=True)
 class SelfHealth:
-    """Is the load generator itself distorting the numbers?"""
+    """Is the load generator itself distorting the numbers?
+
+    The verdict comes from 1 s windows alone: the live warning looks at the last few, the final
+    one at every window of the run, with the same limits, so the two cannot disagree."""
 
     loop_lag: Distribution  # event-loop lag over the recent window (ms)
     schedule_lag: Distribution  # how late tokens were published vs their schedule (ms)
-    cpu_percent: float  # this process, recent window
+    cpu_percent: float  # this process, over the last window
     warning: str | None  # one line when the figures may be distorted
+    # The windows judged so far this run (0: none yet, or a merged summary).
+    windows: int = 0
+    judged_s: float = 0.0
+    overloaded_windows: int = 0
+    overloaded_s: float = 0.0
+    overloaded_phases: tuple[int, ...] = ()
+    distorted: tuple[str, ...] = ()  # the figures the overloaded windows may have distorted
+    worst_window: SelfWindow | None = None
+
+    @property
+    def overloaded_share(self) -> float | None:
+        return self.overloaded_s / self.judged_s if self.judged_s > 0 else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,8 +405,8 @@ class StatsSnapshot:
     phase_index: int
     phases: tuple[PhaseStats, ...]
     total: PhaseStats
-    # Live ones (all up to 250, else the 250 most interesting: errors, gaps, slow), ordered by
-    # number, then the recently finished ones, newest first; conversations_live is the count.
+    # Live ones (all up to 250, else the 250 most interesting, see sse_tui.ranking), ordered
+    # by number, then the recently finished ones, newest first; conversations_live counts them.
     conversations: tuple[ConversationView, ...]
     conversations_live: int
     health: SelfHealth
@@ -262,9 +414,22 @@ class StatsSnapshot:
     recent_latency_ms: tuple[float, ...] = ()  # latest receipts, for a sparkline
     fatal_error: str | None = None
     notes: tuple[str, ...] = field(default=())
+    # Redis holding publishing back (not the generator): live, or the run's verdict at the
+    # end; see sse_tui.engine.publish_watch.
+    redis_warning: str | None = None
     # The engine's own lag over the whole run (for the summary and the benchmark).
     loop_lag_total: HistogramSnapshot | None = None
     schedule_lag_total: HistogramSnapshot | None = None
+    # With --json-detail, in the final snapshot only: ended conversations (the troubled ones
+    # first, up to a cap) and how many were left out.
+    details: tuple[ConversationDetail, ...] = ()
+    details_omitted: int = 0
+    # Tokens sent to Redis whose reply has not come back yet: readers may already have them,
+    # so the progress line counts them as published (total.tokens_published counts replies).
+    tokens_in_flight: int = 0
+    # While the run goes on and no SSE stream has worked yet: why (the commonest error kind
+    # and its example). At the end it becomes the fatal error.
+    stream_warning: str | None = None
 
     @property
     def current_phase(self) -> PhaseStats:

@@ -55,7 +55,7 @@ def test_histogram_snapshots_pickle_exactly() -> None:
         h.record(int(rng.lognormvariate(6, 1.2)) + 1)
     frozen = h.freeze()
     data = pickle.dumps(frozen)
-    assert len(data) < 23552 * 8 / 2  # the non-zero span only, not all 23552 buckets
+    assert len(data) < 8000  # HdrHistogram's compressed encoding, not 23552 raw counts
     copy = pickle.loads(data)
     assert copy.summary == frozen.summary
     assert pickle.loads(pickle.dumps(LatencyHistogram().freeze())).count == 0
@@ -89,8 +89,8 @@ def test_sequence_tracker_counts_by_the_definitions() -> None:
 
 
 def test_phase_total_is_the_sum_of_phases() -> None:
-    p0 = PhaseRecorder(0, "a", 0.0, 2, 50)
-    p1 = PhaseRecorder(1, "b", 5.0, 4, 20)
+    p0 = PhaseRecorder(index=0, label="a", started_s=0.0, conversations=2, delay_ms=50)
+    p1 = PhaseRecorder(index=1, label="b", started_s=5.0, conversations=4, delay_ms=20)
     p0.tokens_received, p1.tokens_received = 10, 32
     p0.error("connect")
     p1.error("connect", 2)
@@ -134,3 +134,131 @@ def test_a_summarized_histogram_pickles_as_its_summary() -> None:
     assert len(data) < 1000
     assert pickle.loads(data).summary == full.summary
     assert pickle.loads(data).count == full.count
+
+
+# -- the counters: one dataclass that recorder, snapshot, total, JSON and merge all iterate --
+
+# The counter keys of JSON schema 1, in order (the README's table); new counters may be added
+# among them, but these keep their order.
+SCHEMA_1_COUNTER_KEYS = [
+    "tokens_published", "tokens_received", "tokens_unheard", "publish_errors",
+    "connections_opened", "connections_closed", "errors", "errors_by_kind", "conversations",
+    "tokens_missing", "tokens_duplicated", "tokens_out_of_order", "streams_ended_without_done",
+    "reconnects",
+]
+
+
+def numbered_counters() -> dict[str, int]:
+    from sse_tui.snapshot import COUNTER_FIELDS
+
+    return {f.name: 10 + i for i, f in enumerate(COUNTER_FIELDS)}
+
+
+def test_every_counter_reaches_the_total_the_json_and_back() -> None:
+    from sse_tui.report import counters_dict, counters_from_json
+    from sse_tui.snapshot import Counters
+
+    values = numbered_counters()
+    phases = []
+    for i in range(2):
+        p = PhaseRecorder(index=i, label=str(i), started_s=float(i), conversations=1,
+                          delay_ms=1)
+        for name, v in values.items():
+            setattr(p, name, v * (i + 1))
+        phases.append(p)
+    total = PhaseRecorder.merged(phases).freeze(2.0, copy=False)
+    assert total.counter_values() == {k: 3 * v for k, v in values.items()}
+    as_json = counters_dict(total, {"connect": 2})
+    keys = [k for k in as_json if k in SCHEMA_1_COUNTER_KEYS]
+    assert keys == SCHEMA_1_COUNTER_KEYS
+    assert as_json["errors"] == 2 and as_json["errors_by_kind"] == {"connect": 2}
+    assert as_json["conversations"] == {
+        "started": total.conversations_started, "completed": total.conversations_completed,
+        "incomplete": total.conversations_incomplete, "cut_short": total.conversations_cut_short}
+    assert counters_from_json(json.loads(json.dumps(as_json))) == Counters(**total.counter_values())
+
+
+def test_the_json_keeps_schema_1_key_order() -> None:
+    from sse_tui.engine.engine import LoadEngine
+    from sse_tui.report import summary_dict
+    from sse_tui.settings import Settings
+
+    engine = LoadEngine(Settings(run_id="keys"))
+    data = summary_dict(engine.snapshot())
+    top = list(data)
+    assert top[:5] == ["schema", "state", "fatal_error", "settings", "elapsed_s"]
+    assert [k for k in top if k in SCHEMA_1_COUNTER_KEYS] == SCHEMA_1_COUNTER_KEYS
+    # Keys added since schema 1 (counters after `reconnects`) keep schema 1's order intact.
+    schema_1_tail = ["latency_ms", "connect_ms", "first_token_ms", "itl_ms", "throughput",
+                     "phases", "self", "histograms"]
+    after = top[top.index("reconnects") + 1:]
+    assert [k for k in after if k in schema_1_tail] == schema_1_tail
+    phase = list(data["phases"][0])
+    assert phase[:7] == ["index", "label", "started_s", "ended_s", "elapsed_s",
+                         "conversations_setting", "delay_ms"]
+    assert [k for k in phase if k in SCHEMA_1_COUNTER_KEYS] == SCHEMA_1_COUNTER_KEYS
+
+
+def test_labelled_counters_get_a_summary_line() -> None:
+    from sse_tui.engine.engine import LoadEngine
+    from sse_tui.report import format_summary
+    from sse_tui.settings import Settings
+
+    engine = LoadEngine(Settings(run_id="labels"))
+    engine.phase.tokens_missing, engine.phase.tokens_duplicated = 7, 8
+    engine.phase.tokens_out_of_order = 9
+    text = format_summary(engine.snapshot())
+    assert "Tokens missing:       7\nTokens duplicated:    8\nTokens out of order:  9\n" in text
+
+
+# -- one percentile path ----------------------------------------------------------------------
+
+def test_a_snapshot_with_four_histograms_pickles_small() -> None:
+    import pickle
+
+    rng = random.Random(6)
+    p = PhaseRecorder(index=0, label="x", started_s=0.0, conversations=1, delay_ms=1)
+    for h, mu in ((p.latency, 6), (p.connect, 7), (p.first_token, 9), (p.itl, 10)):
+        for _ in range(50_000):
+            h.record(int(rng.lognormvariate(mu, 1.0)) + 1)
+    frozen = p.freeze(1.0)
+    data = pickle.dumps(frozen)
+    # HdrHistogram's compressed encoding: a few KB each (the raw counts were ~50 KB each).
+    assert len(data) < 40_000
+    copy = pickle.loads(data)
+    for name in ("latency", "connect", "first_token", "itl"):
+        assert getattr(copy, name).summary == getattr(frozen, name).summary
+
+
+def test_the_timeline_counts_every_receipt_of_a_second() -> None:
+    from sse_tui.engine.timeline import Timeline
+
+    timeline = Timeline()
+    # 50 000 receipts in one second: the first 20 000 fast, the rest slow. A capped sample
+    # of the first 20 000 would say p50 = p99 = 1 ms.
+    values = [1000] * 20_000 + [5000] * 29_600 + [20_000] * 400
+    for v in values:
+        timeline.record(v)
+    timeline.close_second(1.0, published_total=50_000, received_total=50_000)
+    timeline.close_second(2.0, published_total=50_010, received_total=50_000)
+    first, second = timeline.points()
+    assert (first.t_s, first.published_per_s, first.received_per_s) == (1.0, 50_000, 50_000)
+    assert first.p50_ms == pytest.approx(exact_percentile(values, 50) / 1000, rel=1e-3)
+    assert first.p99_ms == pytest.approx(exact_percentile(values, 99) / 1000, rel=1e-3)
+    assert first.p99_ms == pytest.approx(5.0, rel=1e-3)
+    assert (second.published_per_s, second.received_per_s, second.p50_ms) == (10, 0, None)
+
+
+def test_live_missing_count_matches_the_full_count() -> None:
+    rng = random.Random(8)
+    for _ in range(200):
+        t = SequenceTracker()
+        seqs = [s for s in range(1, 60) if rng.random() > 0.2]
+        seqs += rng.sample(seqs, min(5, len(seqs)))  # duplicates
+        rng.shuffle(seqs)
+        for seq in seqs:
+            t.receive(seq, done=False)
+        if not t.unique:
+            continue
+        assert t.missing_so_far() == t.missing(t.highest)
+        assert t.missing_so_far(from_first_received=True) == t.missing(t.highest, t.first_seq)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sse_tui.snapshot import ConversationView, TimelinePoint
+from sse_tui.snapshot import ConversationState, ConversationView, TimelinePoint
 from sse_tui.tui.format import fmt_age, fmt_clock, fmt_ms
 from sse_tui.tui.step_ladders import step_conversations, step_delay
 from sse_tui.tui.widgets.consumers import pick_rows
@@ -84,6 +84,7 @@ def conv(n: int, **kw: object) -> ConversationView:
         error=None,
     )
     fields.update(kw)
+    fields["state"] = ConversationState(fields["state"])
     return ConversationView(**fields)  # type: ignore[arg-type]
 
 
@@ -119,3 +120,65 @@ def test_chart_renders_at_the_size_asked() -> None:
     assert len(lines) == 6
     assert max(len(line) for line in lines) <= 36
     assert render_chart(pts[:1], 36, 6).plain.startswith("p50/p99")
+
+
+class _Hooks:
+    """Just enough of the engine for a Conversation that is fed by hand."""
+
+    def __init__(self) -> None:
+        from sse_tui.engine.stats import PhaseRecorder
+        from sse_tui.settings import Settings
+
+        self.phase = PhaseRecorder(index=0, label="p", started_s=0.0, conversations=1,
+                                   delay_ms=1)
+        self.settings = Settings(run_id="rank")
+
+    def on_established(self, conv: object) -> None:
+        pass
+
+    def on_latency(self, latency_us: int) -> None:
+        pass
+
+
+def test_engine_and_table_rank_conversations_the_same_way() -> None:
+    from sse_tui.engine.consumer import Conversation
+    from sse_tui.ranking import most_interesting
+
+    hooks = _Hooks()
+
+    def make(n: int, seqs: tuple[int, ...], done: int = 0, latency_us: int = 5000,
+             **kw: object) -> Conversation:
+        c = Conversation(hooks, n, f"c-{n}", 3, "http://127.0.0.1:1/stream/x")
+        for seq in seqs:
+            c.tracker.receive(seq, done=seq == done)
+        c.last_latency_us = latency_us
+        for k, v in kw.items():
+            setattr(c, k, v)
+        return c
+
+    convs = [make(1, (1, 2, 3), done=3), make(2, (1, 2)), make(3, (1,), latency_us=90_000),
+             make(4, (1,), reconnects=1), make(5, (1, 1, 2)), make(6, (1,), failure="reset"),
+             make(7, (1, 2, 5), done=5)]
+    for c in (convs[0], convs[6]):
+        c.finalize(hooks.phase)
+    assert (convs[0].state, convs[6].state) == ("done", "incomplete")
+    views = [c.view(0) for c in convs]
+    by_engine = [c.number for c in most_interesting(convs, 10, 50.0)]
+    by_table = [c.number for c in pick_rows(views, cap=10, slow_ms=50.0)]
+    assert by_engine == by_table == [6, 5, 7, 4, 3, 2, 1]
+
+
+def test_a_conversation_moves_its_own_state() -> None:
+    from sse_tui.engine.consumer import Conversation
+    from sse_tui.engine.producer import PublishState
+
+    hooks = _Hooks()
+    c = Conversation(hooks, 1, "c-1", 2, None)
+    assert c.state == ConversationState.WAITING and c.state.live
+    c.mark_draining()  # not streaming: nothing to drain
+    assert c.state == ConversationState.WAITING
+    c.mark_publishing()
+    c.publish = PublishState("c-1", "llm:tokens:c-1", 2, published=2)
+    c.finalize(hooks.phase)
+    assert c.state == ConversationState.DONE and not c.state.live
+    assert hooks.phase.conversations_completed == 1

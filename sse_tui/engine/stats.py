@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from hdrh.histogram import HdrHistogram
 
+from sse_tui import hdr as hdr_codec
 from sse_tui.hdr import HIGHEST_US, new_hdr
-from sse_tui.snapshot import HistogramSnapshot, PhaseStats
+from sse_tui.snapshot import Counters, HistogramSnapshot, PhaseStats
 
 
 class LatencyHistogram:
@@ -73,7 +75,7 @@ class LatencyHistogram:
         h = cls()
         if data.get("count") and data.get("hdr"):
             h._hdr = new_hdr()
-            h._hdr.add(HdrHistogram.decode(data["hdr"].encode("ascii")))
+            h._hdr.add(hdr_codec.decode(data["hdr"]))
             h.count = int(data["count"])
             h.sum_us = data["sum_us"]
             h.min_us = data["min_us"]
@@ -81,18 +83,10 @@ class LatencyHistogram:
         return h
 
 
-_COUNTERS = (
-    "tokens_published", "tokens_received", "tokens_unheard", "publish_errors",
-    "connections_opened", "connections_closed", "conversations_started",
-    "conversations_completed", "conversations_incomplete", "conversations_cut_short",
-    "tokens_missing",
-    "tokens_duplicated", "tokens_out_of_order", "streams_ended_without_done", "reconnects",
-)
-
-
-@dataclass(eq=False)
-class PhaseRecorder:
-    """Everything counted during one phase (one load level)."""
+@dataclass(eq=False, kw_only=True)
+class PhaseRecorder(Counters):
+    """Everything counted during one phase (one load level): the Counters, errors by kind
+    and the distributions. The engine's hot path increments the counters in place."""
 
     index: int
     label: str
@@ -100,30 +94,22 @@ class PhaseRecorder:
     conversations: int
     delay_ms: float
     ended_s: float | None = None
-    tokens_published: int = 0
-    tokens_received: int = 0
-    tokens_unheard: int = 0  # PUBLISH answered "0 subscribers": nobody (no bridge) was listening
-    publish_errors: int = 0
-    connections_opened: int = 0
-    connections_closed: int = 0
-    conversations_started: int = 0
-    conversations_completed: int = 0
-    conversations_incomplete: int = 0
-    # Still in progress when the run ended, with nothing missing of what was published.
-    conversations_cut_short: int = 0
-    tokens_missing: int = 0
-    tokens_duplicated: int = 0
-    tokens_out_of_order: int = 0
-    streams_ended_without_done: int = 0
-    reconnects: int = 0
     errors: Counter[str] = field(default_factory=Counter)
     latency: LatencyHistogram = field(default_factory=LatencyHistogram)
     connect: LatencyHistogram = field(default_factory=LatencyHistogram)
     first_token: LatencyHistogram = field(default_factory=LatencyHistogram)
     itl: LatencyHistogram = field(default_factory=LatencyHistogram)
+    # Each PUBLISH pipeline's round trip, send -> reply: how Redis answers under this load.
+    publish_rtt: LatencyHistogram = field(default_factory=LatencyHistogram)
+    establish: LatencyHistogram = field(default_factory=LatencyHistogram)
+    error_examples: dict[str, str] = field(default_factory=dict)
 
-    def error(self, kind: str, n: int = 1) -> None:
+    def error(self, kind: str, n: int = 1, detail: str | None = None) -> None:
+        """Count an error of a kind (a small fixed set); the first detail of each kind is
+        kept as its example, e.g. "HTTP 404 from /stream/x" for kind "HTTP 404"."""
         self.errors[kind] += n
+        if detail and kind not in self.error_examples:
+            self.error_examples[kind] = detail[:200]
 
     def elapsed_s(self, now_s: float) -> float:
         end = self.ended_s if self.ended_s is not None else now_s
@@ -131,6 +117,7 @@ class PhaseRecorder:
 
     def freeze(self, now_s: float, copy: bool = True) -> PhaseStats:
         return PhaseStats(
+            **self.counter_values(),
             index=self.index,
             label=self.label,
             started_s=self.started_s,
@@ -138,26 +125,14 @@ class PhaseRecorder:
             conversations=self.conversations,
             delay_ms=self.delay_ms,
             elapsed_s=self.elapsed_s(now_s),
-            tokens_published=self.tokens_published,
-            tokens_received=self.tokens_received,
-            publish_errors=self.publish_errors,
-            connections_opened=self.connections_opened,
-            connections_closed=self.connections_closed,
             errors=dict(self.errors),
-            conversations_started=self.conversations_started,
-            conversations_completed=self.conversations_completed,
-            conversations_incomplete=self.conversations_incomplete,
-            tokens_missing=self.tokens_missing,
-            tokens_duplicated=self.tokens_duplicated,
-            tokens_out_of_order=self.tokens_out_of_order,
-            streams_ended_without_done=self.streams_ended_without_done,
-            reconnects=self.reconnects,
             latency=self.latency.freeze(copy),
             connect=self.connect.freeze(copy),
             first_token=self.first_token.freeze(copy),
             itl=self.itl.freeze(copy),
-            tokens_unheard=self.tokens_unheard,
-            conversations_cut_short=self.conversations_cut_short,
+            publish_rtt=self.publish_rtt.freeze(copy),
+            establish=self.establish.freeze(copy),
+            error_examples=dict(self.error_examples),
         )
 
     @classmethod
@@ -168,13 +143,16 @@ class PhaseRecorder:
                     conversations=last.conversations, delay_ms=last.delay_ms,
                     ended_s=last.ended_s)
         for p in phases:
-            for name in _COUNTERS:
-                setattr(total, name, getattr(total, name) + getattr(p, name))
+            total.add(p)
             total.errors.update(p.errors)
             total.latency.add(p.latency)
             total.connect.add(p.connect)
             total.first_token.add(p.first_token)
             total.itl.add(p.itl)
+            total.publish_rtt.add(p.publish_rtt)
+            total.establish.add(p.establish)
+            for kind, example in p.error_examples.items():
+                total.error_examples.setdefault(kind, example)
         return total
 
 
@@ -186,8 +164,8 @@ class SequenceTracker:
     out_of_order = first receipts of a sequence lower than the highest received before it
     """
 
-    __slots__ = ("_seen", "done_seq", "duplicated", "first_seq", "highest", "out_of_order",
-                 "unique")
+    __slots__ = ("_seen", "before_first", "done_seq", "duplicated", "first_seq", "highest",
+                 "out_of_order", "unique")
 
     def __init__(self) -> None:
         self._seen = bytearray(64)
@@ -197,6 +175,7 @@ class SequenceTracker:
         self.out_of_order = 0
         self.done_seq = 0
         self.first_seq = 0  # the first sequence ever received (followed conversations join late)
+        self.before_first = 0  # unique sequences lower than first_seq, received after it
 
     def receive(self, seq: int, done: bool) -> bool:
         """Record one receipt; False if it was a duplicate."""
@@ -214,9 +193,15 @@ class SequenceTracker:
             self.first_seq = seq
         if seq < self.highest:
             self.out_of_order += 1
+            if seq < self.first_seq:
+                self.before_first += 1
         else:
             self.highest = seq
         return True
+
+    def has(self, seq: int) -> bool:
+        """Was `seq` received?"""
+        return 0 < seq < len(self._seen) and bool(self._seen[seq])
 
     def missing(self, last: int, first: int = 1) -> int:
         """Sequences in first..last never received."""
@@ -224,3 +209,70 @@ class SequenceTracker:
             return 0
         got = self._seen[first:last + 1].count(1)
         return (last - first + 1) - got
+
+    def missing_ranges(self, last: int, first: int = 1) -> list[tuple[int, int]]:
+        """The runs of sequences in first..last never received, as (from, to) pairs, in order.
+
+        C-level `find` over the bitmap: cheap enough at a conversation's end even for long
+        conversations with many gaps."""
+        if last < first:
+            return []
+        seen = self._seen
+        if last >= len(seen):
+            seen.extend(bytes(last + 1 - len(seen)))
+        out: list[tuple[int, int]] = []
+        pos, stop = first, last + 1
+        while pos < stop:
+            gap = seen.find(0, pos, stop)
+            if gap < 0:
+                break
+            got = seen.find(1, gap, stop)
+            end = last if got < 0 else got - 1
+            out.append((gap, end))
+            pos = end + 1
+        return out
+
+    def missing_so_far(self, from_first_received: bool = False) -> int:
+        """Sequences in 1..highest (or first_seq..highest) not received yet, in O(1): cheap
+        enough to rank thousands of live conversations for every snapshot."""
+        if not self.unique:
+            return 0
+        if from_first_received:
+            return self.highest - self.first_seq + 1 - (self.unique - self.before_first)
+        return self.highest - self.unique
+
+
+# The loss classes, in the order the JSON and the summary list them (docs/loss.md).
+LOSS_CLASSES = ("first", "gap", "tail", "after_resume")
+
+
+def classify_loss(ranges: list[tuple[int, int]], first: int, last: int,
+                  resume_points: Iterable[int]) -> dict[str, int]:
+    """Split a conversation's missing sequences into the loss classes (they sum to the
+    missing count):
+
+    first        the run at the start, before the first sequence the streams delivered
+    tail         the run at the end, after the last sequence the streams delivered (all of
+                 it when nothing was delivered)
+    after_resume the one sequence right after a resume point (a Last-Event-ID a resumed
+                 stream was opened with), when it is missing inside the stream
+    gap          every other missing sequence
+    """
+    out = dict.fromkeys(LOSS_CLASSES, 0)
+    if not ranges:
+        return out
+    resumed = set(resume_points)
+    for lo, hi in ranges:
+        n = hi - lo + 1
+        if lo == first and hi == last:  # nothing delivered at all
+            out["tail"] += n
+        elif lo == first:
+            out["first"] += n
+        elif hi == last:
+            out["tail"] += n
+        elif lo - 1 in resumed:
+            out["after_resume"] += 1
+            out["gap"] += n - 1
+        else:
+            out["gap"] += n
+    return out

@@ -2,14 +2,13 @@
 
 The table is updated in place by row key a few times a second: rows that went away are
 removed, new ones added, and `update_cell` is called only for cells whose value changed.
-With thousands of conversations only the `cap` most interesting ones get a row (errors,
-then lost/duplicated/out-of-order tokens, reconnects, slow ones, then the rest by number),
-and per-row percentiles are computed only for rows on screen.
+With thousands of conversations only the `cap` most interesting ones get a row (the order
+of `sse_tui.ranking`, which the engine also uses), and per-row percentiles are computed
+only for rows on screen.
 """
 
 from __future__ import annotations
 
-import heapq
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -18,14 +17,11 @@ from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import DataTable, Static
 
-from sse_tui.snapshot import ConversationView, StatsSnapshot
+from sse_tui.ranking import most_interesting, slow_threshold_ms
+from sse_tui.snapshot import ConversationView, PhaseStats, StatsSnapshot
 from sse_tui.tui.format import fmt_age, fmt_int, fmt_ms
 
 DEFAULT_ROW_CAP = 200
-
-LIVE_STATES = frozenset(
-    {"waiting", "connecting", "streaming", "reconnecting", "publishing", "draining"}
-)
 
 _STATE_STYLE = {
     "error": "bold red",
@@ -41,26 +37,11 @@ _STATE_STYLE = {
 }
 
 
-def interest(c: ConversationView, slow_ms: float | None) -> int:
-    """Lower is shown first."""
-    if c.state == "error" or c.error:
-        return 0
-    if c.missing or c.duplicated or c.out_of_order:
-        return 1
-    if c.state == "reconnecting" or c.reconnects:
-        return 2
-    if slow_ms is not None and c.last_latency_ms is not None and c.last_latency_ms >= slow_ms:
-        return 3
-    if c.state in LIVE_STATES:
-        return 4
-    return 5
-
-
 def pick_rows(
     conversations: Sequence[ConversationView], cap: int, slow_ms: float | None
 ) -> list[ConversationView]:
     """The `cap` most interesting conversations, in display order, without duplicate ids."""
-    top = heapq.nsmallest(cap, conversations, key=lambda c: (interest(c, slow_ms), c.number))
+    top = most_interesting(conversations, cap, slow_ms)
     seen: set[str] = set()
     out = []
     for c in top:
@@ -72,6 +53,20 @@ def pick_rows(
 
 def _count(n: int) -> Text:
     return Text(str(n), style="bold red" if n else "", justify="right")
+
+
+# Where an ended conversation's missing tokens were lost (docs/loss.md), in one letter after
+# the count (`2g`): the table fits 80 columns to the last character.
+_LOSS_LETTER = {"first": "f", "gap": "g", "tail": "t", "resume": "r", "mixed": "m"}
+
+
+def _missing(v: tuple[int, str]) -> Text:
+    """`2g`: the missing count and, once the conversation ended, where they were lost."""
+    n, loss = v
+    text = str(n)
+    if loss and len(text) < 4:
+        text += _LOSS_LETTER.get(loss, "?")
+    return Text(text, style="bold red" if n else "", justify="right")
 
 
 # Short names so the state column fits 80 columns.
@@ -99,7 +94,7 @@ COLUMNS: tuple[_Col, ...] = (
     ("num", "#", 4, lambda v: _right(str(v))),
     ("state", "state", 7, _state),
     ("recv", "recv/exp", 9, lambda v: _right(f"{v[0]}/{v[1]}")),
-    ("miss", "miss", 4, _count),
+    ("miss", "miss", 4, _missing),
     ("dup", "dup", 3, _count),
     ("ooo", "ooo", 3, _count),
     ("rc", "rc", 2, _count),
@@ -120,7 +115,7 @@ def _raw(c: ConversationView, with_percentiles: bool) -> list[Any]:
         c.number,
         c.state,
         (c.received, c.expected),
-        c.missing,
+        (c.missing, c.loss),
         c.duplicated,
         c.out_of_order,
         c.reconnects,
@@ -195,6 +190,13 @@ class ConversationTable(DataTable[Any]):
         return len(rows)
 
 
+def _loss_split(t: PhaseStats) -> str:
+    """`gap 8, tail 4`: the run's missing tokens by loss class, the classes that occur."""
+    parts = [("first", t.loss_first), ("gap", t.loss_gap), ("tail", t.loss_tail),
+             ("resume", t.loss_after_resume)]
+    return ", ".join(f"{name} {fmt_int(n)}" for name, n in parts if n)
+
+
 class ConsumersPanel(Vertical):
     """The conversation table and a totals line under it."""
 
@@ -231,10 +233,7 @@ class ConsumersPanel(Vertical):
         self.table.reset()
 
     def update_from(self, snap: StatsSnapshot) -> None:
-        run = snap.total.latency.summary
-        slow_ms = None
-        if run.count >= 20:
-            slow_ms = max(run.p99, 2 * run.p50)
+        slow_ms = slow_threshold_ms(snap.total.latency.summary)
         shown = self.table.update_from(snap.conversations, slow_ms)
         n = len(snap.conversations)
         total = snap.total
@@ -254,6 +253,9 @@ class ConsumersPanel(Vertical):
         ):
             t.append(f"  {label} ", "bold")
             t.append(fmt_int(value), "bold red" if value else "")
+            split = _loss_split(total) if label == "miss" else ""
+            if split:
+                t.append(f" ({split})", "red")
         self.totals.update(t)
         self.border_subtitle = (
             f"showing {shown} of {fmt_int(n)}, most interesting first" if n > shown else ""
