@@ -24,7 +24,7 @@ from sse_tui.engine.transport import TRANSPORTS, aclose_transports, open_stream
 
 
 def token_event(seq: int) -> bytes:
-    """One event exactly as the SSE adapter writes it (see PROTOCOL.md)."""
+    """One event exactly as the SSE adapter writes it (see docs/protocol.md)."""
     payload = orjson.dumps(
         {
             "conversation_id": "loadtest-1717000000000000000-42",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from rich.text import Text
 from textual.widgets import Static
 
+from sse_tui.engine.selfwatch import phase_list
 from sse_tui.snapshot import StatsSnapshot
 from sse_tui.tui.format import fmt_clock, fmt_int, fmt_ms, fmt_rate
 
@@ -42,8 +43,8 @@ class ProducerPanel(Static):
             t.append(end)
 
         row("mode", Text.assemble(s.mode, "  run ", (s.run_id, "dim")))
-        row("redis", s.redis)
-        row("sse", s.sse)
+        row("redis", s.shown("redis"))  # a password shows as ***
+        row("sse", s.shown("sse"))
         row("load", f"{s.conversations} conv · {s.delay_ms:g} ms · {s.tokens} tok")
         row("phase", f"{snap.phase_index} · {phase.label}")
         row("published", f"{fmt_int(total.tokens_published):>10}  {fmt_rate(pub_rate)}")
@@ -52,7 +53,13 @@ class ProducerPanel(Static):
         if total.publish_errors or total.errors_total:
             errors.stylize("bold red")
         row("errors", errors)
-        row("sched lag", f"p99 {fmt_ms(lag.p99)} ms · cpu {snap.health.cpu_percent:.0f}%")
+        self_check = Text(f"p99 {fmt_ms(lag.p99)} ms · cpu {snap.health.cpu_percent:.0f}%")
+        h = snap.health
+        if h.overloaded_windows:  # the run so far, by the same windows as the final verdict
+            share = h.overloaded_share or 0.0
+            self_check.append(f" · overloaded {h.overloaded_s:.0f} s ({100 * share:.0f}%), "
+                              f"phase {phase_list(h.overloaded_phases)}", "bold red")
+        row("sched lag", self_check)
         # Last, as it is also on the status line: on a short screen this is the line cut off.
         left = "∞" if snap.remaining_s is None else fmt_clock(snap.remaining_s)
         row("time", f"{fmt_clock(snap.elapsed_s)} · left {left}")
