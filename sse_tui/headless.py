@@ -1,31 +1,40 @@
 """The headless view: for CI, pipes and Kubernetes Jobs.
 
 The engine runs on this thread's loop (there is no UI to keep it apart from). A progress
-line every 5 s like the reference generator, then the summary; Ctrl-C or SIGTERM stop the
-run cleanly (a second one skips the grace period) and nothing measured is lost.
+line every 5 s like the reference generator, then the summary; Ctrl-C, SIGTERM or SIGHUP (a
+dropped ssh or `kubectl exec` session) stop the run cleanly (a second one skips the grace
+period) and nothing measured is lost. A reader that goes away (`| head -1`) costs only the
+lines it would have read: the run goes on, and the JSON is written.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import sys
 from typing import TextIO
 
 from sse_tui.engine.engine import LoadEngine
-from sse_tui.report import format_summary, progress_line, write_json
+from sse_tui.files import WriteError, is_stdout
+from sse_tui.report import format_summary, new_error_lines, progress_line, write_json
 from sse_tui.settings import Settings
 
 PROGRESS_INTERVAL_S = 5.0
+# The signals that end a run: Ctrl-C, `kill` / Kubernetes, and a terminal that went away.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 def describe_run(s: Settings) -> str:
+    redis, sse = s.shown("redis"), s.shown("sse")  # any password as ***
     target = {
-        "producer": f"publishing to redis {s.redis}",
-        "consumer": f"reading {s.sse}",
-        "both": f"redis {s.redis} -> {s.sse}",
+        "producer": f"publishing to redis {redis}",
+        "consumer": f"reading {sse}",
+        "both": f"redis {redis} -> {sse}",
     }[s.mode]
+    if s.headers and s.mode != "producer":
+        target += f" with {', '.join(s.shown('headers'))}"
     length = f"for {s.duration_s:g}s" if s.duration_s > 0 else "for one round"
     return (f"sse-tui: {s.mode} mode, {s.conversations} conversations x {s.tokens} tokens, "
             f"delay {s.delay_ms:g} ms, {length}\n  {target} (run id {s.run_id})")
@@ -33,13 +42,45 @@ def describe_run(s: Settings) -> str:
 
 def run_headless(settings: Settings, *, json_path: str | None = None, follow_redis: bool = False,
                  interval_s: float = PROGRESS_INTERVAL_S) -> int:
-    # With `--json -` stdout carries the JSON alone; everything for people goes to stderr.
-    out = sys.stderr if json_path == "-" else sys.stdout
-    return asyncio.run(_run(settings, json_path, follow_redis, interval_s, out))
+    # With `--json -` (or /dev/stdout) stdout carries the JSON alone; everything for people
+    # goes to stderr.
+    if json_path and json_path != "-" and is_stdout(json_path):
+        json_path = "-"
+    out = Lines(sys.stderr if json_path == "-" else sys.stdout)
+    err = out if json_path == "-" else Lines(sys.stderr)
+    return asyncio.run(_run(settings, json_path, follow_redis, interval_s, out, err))
+
+
+class Lines:
+    """A stream for people that may go away (`| head -1`, a dropped ssh session): once a write
+    to it fails, later lines are dropped instead of ending the run."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.closed = False
+
+    def print(self, text: str, end: str = "\n") -> None:
+        if self.closed:
+            return
+        try:
+            self.stream.write(text + end)
+            self.stream.flush()
+        except (OSError, ValueError):  # EPIPE, EIO (a hung-up terminal), a closed file
+            self.closed = True
+            self._discard()
+
+    def _discard(self) -> None:
+        """Point the stream's descriptor at /dev/null: what is still buffered in it would
+        otherwise fail again when Python flushes it at exit ("Exception ignored ...", 120)."""
+        with contextlib.suppress(OSError, ValueError):
+            fd = self.stream.fileno()
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, fd)
+            os.close(null)
 
 
 async def _run(settings: Settings, json_path: str | None, follow_redis: bool, interval_s: float,
-               out: TextIO) -> int:
+               out: Lines, err: Lines) -> int:
     engine = LoadEngine(settings, follow_redis=follow_redis)
     loop = asyncio.get_running_loop()
     signals = 0
@@ -48,17 +89,16 @@ async def _run(settings: Settings, json_path: str | None, follow_redis: bool, in
         nonlocal signals
         signals += 1
         if signals == 1:
-            print("stopping: waiting for in-flight tokens (press Ctrl-C again to skip)",
-                  file=sys.stderr, flush=True)
+            err.print("stopping: waiting for in-flight tokens (press Ctrl-C again to skip)")
             engine.stop()
         else:
             engine.hurry()
 
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in STOP_SIGNALS:
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, on_signal)
 
-    print(describe_run(engine.settings), file=out, flush=True)
+    out.print(describe_run(engine.settings))
     reporter = loop.create_task(_report(engine, interval_s, out))
     try:
         final = await engine.run()
@@ -66,27 +106,41 @@ async def _run(settings: Settings, json_path: str | None, follow_redis: bool, in
         reporter.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await reporter
-        for sig in (signal.SIGINT, signal.SIGTERM):
+    # The handlers stay until the JSON is written: a Ctrl-C now (the run is over) must not
+    # raise KeyboardInterrupt in the middle of writing it.
+    try:
+        if final.fatal_error and final.total.tokens_published == 0 and (
+                final.total.tokens_received == 0):
+            err.print(f"sse-tui: {final.fatal_error}")
+        else:
+            out.print(format_summary(final), end="")
+        status = 1 if final.fatal_error else 0
+        if json_path:
+            try:
+                written = write_json(final, json_path)
+            except WriteError as e:
+                err.print(f"sse-tui: the JSON summary was not written: {e}")
+                return status or 1
+            if written is not None:
+                out.print(f"summary written to {written}")
+        return status
+    finally:
+        for sig in STOP_SIGNALS:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.remove_signal_handler(sig)
-    if final.fatal_error and final.total.tokens_published == 0 and final.total.tokens_received == 0:
-        print(f"sse-tui: {final.fatal_error}", file=sys.stderr, flush=True)
-    else:
-        print(format_summary(final), file=out, end="", flush=True)
-    if json_path:
-        written = write_json(final, json_path)
-        if written is not None:
-            print(f"summary written to {written}", file=out, flush=True)
-    return 1 if final.fatal_error else 0
 
 
-async def _report(engine: LoadEngine, interval_s: float, out: TextIO) -> None:
-    last_warning: str | None = None
+async def _report(engine: LoadEngine, interval_s: float, out: Lines) -> None:
+    last: dict[str, str | None] = {}
+    error_kinds: set[str] = set()
     while True:
         await asyncio.sleep(interval_s)
         snap = engine.snapshot()
-        print(progress_line(snap), file=out, flush=True)
-        warning = snap.health.warning
-        if warning and warning != last_warning:
-            print(f"WARNING: {warning}", file=out, flush=True)
-        last_warning = warning
+        out.print(progress_line(snap))
+        for line in new_error_lines(snap, error_kinds):  # each kind once, with an example
+            out.print(line)
+        # The generator's own warning, and Redis' (a stall is not the generator's doing).
+        for source, warning in (("self", snap.health.warning), ("redis", snap.redis_warning)):
+            if warning and warning != last.get(source):
+                out.print(f"WARNING: {warning}")
+            last[source] = warning

@@ -9,10 +9,22 @@ import json
 import math
 import sys
 import time
+from collections.abc import Iterable, Mapping
+from dataclasses import Field
 from pathlib import Path
 from typing import Any
 
-from sse_tui.snapshot import Distribution, HistogramSnapshot, PhaseStats, StatsSnapshot
+from sse_tui.engine.publish_watch import redis_verdict
+from sse_tui.engine.selfwatch import WINDOW_S, describe_window, phase_list
+from sse_tui.files import WriteError, write_private_atomically
+from sse_tui.snapshot import (
+    COUNTER_FIELDS,
+    Counters,
+    Distribution,
+    HistogramSnapshot,
+    PhaseStats,
+    StatsSnapshot,
+)
 
 JSON_SCHEMA_VERSION = 1
 
@@ -28,7 +40,9 @@ def progress_line(snap: StatsSnapshot, now: float | None = None) -> str:
     t = snap.total
     lat = t.latency.summary
     clock = time.strftime("%H:%M:%S", time.localtime(now if now is not None else time.time()))
-    line = (f"[{clock}] Published: {t.tokens_published}, Received: {t.tokens_received}, "
+    # A token counts as published once sent: its reader can have it before Redis' reply.
+    published = t.tokens_published + snap.tokens_in_flight
+    line = (f"[{clock}] Published: {published}, Received: {t.tokens_received}, "
             f"Errors: {t.errors_total}, p50: {_ms(lat.p50)}, p99: {_ms(lat.p99)}")
     if t.tokens_missing:
         line += f", Missing: {t.tokens_missing}"
@@ -72,26 +86,36 @@ def format_summary(snap: StatsSnapshot) -> str:
         "",
         _dist_row("Latency", lat),
         _dist_row("Connect time", t.connect.summary),
+        *_connection_rows(t),
         _dist_row("Time to first token", t.first_token.summary),
         _dist_row("Inter-token gap", t.itl.summary),
+        *([_dist_row("Publish round trip", t.publish_rtt.summary)] if t.publish_rtt.count
+          else []),
         f"Throughput:           {t.published_per_s:.1f} published/s, "
         f"{t.received_per_s:.1f} received/s",
         f"Conversations:        {t.conversations_started} started, "
         f"{t.conversations_completed} completed, {t.conversations_incomplete} incomplete"
         + (f", {t.conversations_cut_short} cut short by the end" if t.conversations_cut_short
            else ""),
-        f"Tokens missing:       {t.tokens_missing}",
-        f"Tokens duplicated:    {t.tokens_duplicated}",
-        f"Tokens out of order:  {t.tokens_out_of_order}",
+        *(f"{f.metadata['label'] + ':':<22}{getattr(t, f.name)}"
+          for f in COUNTER_FIELDS if "label" in f.metadata),
         f"Streams ended early:  {t.streams_ended_without_done} (reconnects {t.reconnects})",
     ]
+    rows.extend(_loss_rows(t))
     if t.tokens_unheard:
         rows.append(f"Unheard on Redis:     {t.tokens_unheard} tokens had 0 subscribers "
-                    "(is the bridge subscribed to the channel prefix?)")
+                    "(is the bridge subscribed to the channel prefix?); it reads 0 whenever "
+                    "any other subscriber exists")
     if t.errors:
-        kinds = ", ".join(f"{k}: {v}" for k, v in sorted(t.errors.items(), key=lambda kv: -kv[1]))
+        by_count = sorted(t.errors.items(), key=lambda kv: -kv[1])
+        kinds = ", ".join(f"{k}: {v}" for k, v in by_count)
         rows.append(f"Errors by kind:       {kinds}")
+        rows.extend(f"  {line}" for line in error_example_lines(t, (k for k, _ in by_count)))
     rows.append(_self_check(snap))
+    # Redis' share of "who held publishing back", apart from the generator's own.
+    redis = redis_verdict(t, generator_overloaded=snap.health.overloaded_windows > 0)
+    if redis:
+        rows.append(f"WARNING: {redis}")
     if len(snap.phases) > 1:
         rows.append("")
         rows.append("Phases:")
@@ -102,25 +126,220 @@ def format_summary(snap: StatsSnapshot) -> str:
             rows.append(f"  {p.index:>2} {p.label:<20} {p.elapsed_s:>6.1f}s "
                         f"{p.received_per_s:>8.1f} {_ms(d.p50):>10} {_ms(d.p99):>10} "
                         f"{p.tokens_missing:>8}")
+    if snap.notes:
+        rows.append("")
+        rows.extend(f"NOTE: {note}" for note in snap.notes)
     if snap.fatal_error:
         rows.append("")
         rows.append(f"FAILED: {snap.fatal_error}")
     return "\n".join(rows) + "\n"
 
 
+def _loss_rows(t: PhaseStats) -> list[str]:
+    """Where the missing tokens were lost, and what the server did after `done`."""
+    rows = []
+    if t.tokens_missing:
+        rows.append(f"Missing, where lost:  first {t.loss_first}, gap {t.loss_gap}, "
+                    f"tail {t.loss_tail}, after resume {t.loss_after_resume}  (docs/loss.md)")
+    if t.streams_not_closed_after_done or t.tokens_after_done:
+        rows.append(f"After done:           {t.streams_not_closed_after_done} streams not "
+                    f"closed by the server, {t.tokens_after_done} token events after done")
+    return rows
+
+
+def accounting_dict(snap: StatsSnapshot) -> dict[str, Any]:
+    """The JSON `accounting` object: the invariant, its terms and whether it held."""
+    t = snap.total
+    unique = t.tokens_received - t.tokens_duplicated
+    out: dict[str, Any] = {
+        "rule": "expected == received_unique + missing; in mode both also "
+                "expected == published. received_unique = tokens_received (every token "
+                "event counted, duplicates included) - tokens_duplicated",
+        "published": t.tokens_published,
+        "expected": t.tokens_expected,
+        "received_unique": unique,
+        "missing": t.tokens_missing,
+        "duplicated": t.tokens_duplicated,
+        "unaccounted": t.tokens_expected - unique - t.tokens_missing,
+        "conversations_violating": t.accounting_violations,
+    }
+    if snap.settings.mode == "both":
+        out["published_not_expected"] = t.tokens_published - t.tokens_expected
+    consuming = snap.settings.mode != "producer"
+    out["holds"] = None if not consuming else (
+        out["unaccounted"] == 0 and out.get("published_not_expected", 0) == 0
+        and t.accounting_violations == 0)
+    return out
+
+
+def detail_dict(snap: StatsSnapshot) -> dict[str, Any]:
+    """The JSON `detail` object of --json-detail: ended conversations and their losses."""
+    from sse_tui.engine.accounting import DETAIL_CAP
+    from sse_tui.engine.consumer import MAX_RANGES
+
+    return {
+        "conversations_cap": DETAIL_CAP,
+        "ranges_cap": MAX_RANGES,
+        "conversations_omitted": snap.details_omitted,
+        "conversations": [{
+            "id": d.conversation_id,
+            "state": d.state,
+            "published": d.published,
+            "received": d.received,
+            "missing": d.missing,
+            "missing_ranges": [list(r) for r in d.missing_ranges],
+            "ranges_omitted": d.ranges_omitted,
+            "loss": dict(d.loss),
+            "duplicated": d.duplicated,
+            "reconnects": d.reconnects,
+            "errors": d.errors,
+            "error": d.error,
+            "outage_s": d.outage_s,
+        } for d in snap.details],
+    }
+
+
 def _self_check(snap: StatsSnapshot) -> str:
+    """The generator's verdict on itself: the same 1 s windows, and limits, as the live warning."""
+    h = snap.health
     lag = snap.loop_lag_total.summary if snap.loop_lag_total else Distribution.empty()
     sched = snap.schedule_lag_total.summary if snap.schedule_lag_total else Distribution.empty()
-    warning = snap.health.warning
-    text = (f"Generator self-check: {'OVERLOADED' if warning else 'not the bottleneck'}\n"
-            f"  event-loop lag p99 {_ms(lag.p99)}")
+    whole = f"event-loop lag p99 {_ms(lag.p99)}"
     if sched.count:
-        text += f", publish schedule lag p99 {_ms(sched.p99)}"
-    return text + (f"\nWARNING: {warning}" if warning else "")
+        whole += f", publish schedule lag p99 {_ms(sched.p99)}"
+    w = h.worst_window
+    if h.windows == 0:  # a run under one window, or a merged summary: only the warning says
+        head = ("OVERLOADED" if h.warning else
+                "no verdict (no 1 s window judged: a run under 1 s, or a merged summary)")
+        return (f"Generator self-check: {head}\n  {whole}"
+                + (f"\nWARNING: {h.warning}" if h.warning else ""))
+    if not h.overloaded_windows:
+        return (f"Generator self-check: not the bottleneck (no {WINDOW_S:g} s window crossed "
+                f"the limits; {h.windows} judged)\n  {whole}")
+    share = h.overloaded_share or 0.0
+    plural = "s" if len(h.overloaded_phases) > 1 else ""
+    rows = [
+        f"Generator self-check: OVERLOADED during {100 * share:.0f}% of the run "
+        f"({h.overloaded_s:.1f} of {h.judged_s:.1f} s), phase{plural} "
+        f"{phase_list(h.overloaded_phases)}"]
+    if w is not None:
+        rows.append(f"  worst window {w.t_s:.1f}–{w.t_s + w.length_s:.1f} s (phase "
+                    f"{phase_list(w.phases)}): {describe_window(w)}")
+    rows += [f"  may have distorted: {', '.join(h.distorted)}",
+             f"  whole run: {whole}",
+             "  lower the load or run more generator processes"]
+    return "\n".join(rows)
+
+
+def self_dict(snap: StatsSnapshot) -> dict[str, Any]:
+    """The JSON `self` object: whole-run lags, the one-line warning, the windows' verdict."""
+    h = snap.health
+    judged = h.windows > 0
+    w = h.worst_window
+    share = h.overloaded_share
+    return {
+        "loop_lag_ms": _hist(snap.loop_lag_total),
+        "schedule_lag_ms": _hist(snap.schedule_lag_total),
+        "warning": h.warning,
+        "window_s": WINDOW_S,
+        "windows": h.windows,
+        "judged_s": round(h.judged_s, 3),
+        "overloaded_windows": h.overloaded_windows,
+        # null: no window was judged (a run under one window, or a merged summary)
+        "overloaded_s": round(h.overloaded_s, 3) if judged else None,
+        "overloaded_share": round(share, 4) if judged and share is not None else None,
+        "overloaded_phases": list(h.overloaded_phases),
+        "distorted": list(h.distorted),
+        "worst_window": None if w is None else {
+            "t_s": w.t_s,
+            "length_s": w.length_s,
+            "phases": list(w.phases),
+            "loop_lag_p99_ms": w.loop_lag_p99_ms,
+            "schedule_lag_p99_ms": w.schedule_lag_p99_ms,
+            "cpu_percent": w.cpu_percent,
+            "reason": describe_window(w),
+        },
+    }
 
 
 def _hist(h: HistogramSnapshot | None) -> dict[str, Any]:
     return (h.summary if h is not None else Distribution.empty()).to_dict()
+
+
+# Where schema 1 has the errors (total and by kind) among the counters: right before this key.
+_ERRORS_BEFORE = "conversations"
+
+
+def _connection_rows(t: PhaseStats) -> list[str]:
+    """Opening streams: the whole time to a working stream, the attempts, the outages."""
+    rows = [_dist_row("Time to establish", t.establish.summary)]
+    failed = t.connect_attempts - t.connections_opened
+    rows.append(f"Connect attempts:     {t.connect_attempts}"
+                + (f" ({failed} failed)" if failed > 0 else ""))
+    if t.stream_outages:
+        rows.append(f"Time without a stream: {t.outage_ms / 1000:.1f} s in {t.stream_outages} "
+                    f"outage{'s' if t.stream_outages != 1 else ''} (streams lost and resumed)")
+    return rows
+
+
+MAX_EXAMPLE_LINES = 10
+
+
+def error_example_lines(p: PhaseStats, kinds: Iterable[str]) -> list[str]:
+    """`HTTP 404: e.g. HTTP 404 from /stream/x` for each of `kinds` that has an example."""
+    lines = []
+    for kind in kinds:
+        example = p.error_examples.get(kind)
+        if example and example != kind:
+            lines.append(f"{kind}: e.g. {example}")
+    return lines[:MAX_EXAMPLE_LINES]
+
+
+def new_error_lines(snap: StatsSnapshot, seen: set[str]) -> list[str]:
+    """For the headless progress: a line for each error kind not seen before (added to
+    `seen`), with its example detail."""
+    t = snap.total
+    new = [k for k in t.errors if k not in seen]
+    seen.update(new)
+    lines = []
+    for kind in new:
+        example = t.error_examples.get(kind)
+        lines.append(f"  error: {kind}" + (f" (e.g. {example})" if example else ""))
+    return lines
+
+
+def _json_place(f: Field[int]) -> tuple[str | None, str]:
+    """(group, key) of a counter in the JSON: `conversations_started` is conversations.started."""
+    group = f.metadata.get("json_group")
+    return (group, f.name.removeprefix(group + "_")) if group else (None, f.name)
+
+
+def counters_dict(c: Counters, errors: Mapping[str, int],
+                  examples: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The counters as the JSON has them, in the order of their fields, with the errors and
+    one example detail per error kind."""
+    out: dict[str, Any] = {}
+    for f in COUNTER_FIELDS:
+        group, key = _json_place(f)
+        if group is None:
+            out[key] = getattr(c, f.name)
+        else:
+            out.setdefault(group, {})[key] = getattr(c, f.name)
+    keys = list(out)
+    at = keys.index(_ERRORS_BEFORE) if _ERRORS_BEFORE in keys else len(keys)
+    errors_json = {"errors": sum(errors.values()), "errors_by_kind": dict(errors),
+                   "error_examples": dict(examples or {})}
+    return {k: out[k] for k in keys[:at]} | errors_json | {k: out[k] for k in keys[at:]}
+
+
+def counters_from_json(d: Mapping[str, Any]) -> Counters:
+    """The counters of a `--json` summary (or of one of its phases); absent ones are 0."""
+    values = {}
+    for f in COUNTER_FIELDS:
+        group, key = _json_place(f)
+        where = d.get(group) or {} if group else d
+        values[f.name] = int(where.get(key, 0))
+    return Counters(**values)
 
 
 def phase_dict(p: PhaseStats) -> dict[str, Any]:
@@ -132,33 +351,18 @@ def phase_dict(p: PhaseStats) -> dict[str, Any]:
         "elapsed_s": round(p.elapsed_s, 3),
         "conversations_setting": p.conversations,
         "delay_ms": p.delay_ms,
-        "tokens_published": p.tokens_published,
-        "tokens_received": p.tokens_received,
-        "tokens_unheard": p.tokens_unheard,
-        "publish_errors": p.publish_errors,
-        "connections_opened": p.connections_opened,
-        "connections_closed": p.connections_closed,
-        "errors": p.errors_total,
-        "errors_by_kind": dict(p.errors),
-        "conversations": {
-            "started": p.conversations_started,
-            "completed": p.conversations_completed,
-            "incomplete": p.conversations_incomplete,
-            "cut_short": p.conversations_cut_short,
-        },
-        "tokens_missing": p.tokens_missing,
-        "tokens_duplicated": p.tokens_duplicated,
-        "tokens_out_of_order": p.tokens_out_of_order,
-        "streams_ended_without_done": p.streams_ended_without_done,
-        "reconnects": p.reconnects,
+        **counters_dict(p, p.errors, p.error_examples),
         "latency_ms": _hist(p.latency),
         "connect_ms": _hist(p.connect),
+        "establish_ms": _hist(p.establish),
         "first_token_ms": _hist(p.first_token),
         "itl_ms": _hist(p.itl),
         "throughput": {
             "published_per_s": round(p.published_per_s, 3),
             "received_per_s": round(p.received_per_s, 3),
         },
+        # Keys added since schema 1 go last.
+        "publish_rtt_ms": _hist(p.publish_rtt),
     }
 
 
@@ -176,13 +380,10 @@ def summary_dict(snap: StatsSnapshot) -> dict[str, Any]:
     for key in ("index", "label", "started_s", "ended_s", "elapsed_s", "conversations_setting",
                 "delay_ms"):
         total.pop(key)
+    publish_rtt = total.pop("publish_rtt_ms")  # after the schema-1 keys, below
     out.update(total)
     out["phases"] = [phase_dict(p) for p in snap.phases]
-    out["self"] = {
-        "loop_lag_ms": _hist(snap.loop_lag_total),
-        "schedule_lag_ms": _hist(snap.schedule_lag_total),
-        "warning": snap.health.warning,
-    }
+    out["self"] = self_dict(snap)
     # Full histograms, so that the JSON of several generator pods can be merged exactly.
     out["histograms"] = {
         "unit": "us",
@@ -190,21 +391,31 @@ def summary_dict(snap: StatsSnapshot) -> dict[str, Any]:
         "connect": t.connect.encode(),
         "first_token": t.first_token.encode(),
         "itl": t.itl.encode(),
+        "publish_rtt": t.publish_rtt.encode(),
+        "establish": t.establish.encode(),
     }
+    out["publish_rtt_ms"] = publish_rtt
+    out["redis_warning"] = redis_verdict(
+        t, generator_overloaded=snap.health.overloaded_windows > 0)
+    out["accounting"] = accounting_dict(snap)
+    out["notes"] = list(snap.notes)
+    if snap.settings.json_detail:
+        out["detail"] = detail_dict(snap)
     return out
 
 
 def write_json(snap: StatsSnapshot, path: str) -> Path | None:
-    """Write the summary to `path` (`-` = stdout). Returns the file written, if any."""
+    """Write the summary to `path` (`-` = stdout). Returns the file written, if any.
+
+    Raises WriteError (one line naming the file and the problem) when it cannot be written;
+    see sse_tui.files for how (atomically, mode 0600; FIFOs and devices written through)."""
     text = json.dumps(summary_dict(snap), indent=2, allow_nan=False) + "\n"
     if path == "-":
-        sys.stdout.write(text)
-        sys.stdout.flush()
+        try:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+        except (OSError, ValueError) as e:  # a closed pipe, a full disk behind a redirect
+            why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+            raise WriteError(f"cannot write the summary to stdout: {why}") from None
         return None
-    p = Path(path)
-    if p.parent and not p.parent.exists():
-        p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(p.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(p)
-    return p.resolve()
+    return write_private_atomically(path, text)

@@ -10,6 +10,7 @@ from sse_tui.engine.engine import LoadEngine
 from sse_tui.sandbox import FaultConfig, Sandbox
 from sse_tui.settings import Settings
 from sse_tui.snapshot import StatsSnapshot
+from tests.conftest import until
 
 
 def settings_for(sb: Sandbox, **kw: object) -> Settings:
@@ -116,11 +117,9 @@ async def test_separate_producer_and_consumer_line_up_by_run_id(sandbox: Sandbox
                           follow_redis=follow_redis)
     consumer_task = asyncio.ensure_future(consumer.run())
     # The consumer's streams must be open before the producer publishes (pub/sub forgets).
-    for _ in range(200):
-        if consumer.snapshot().conversations and all(
-                c.state == "streaming" for c in consumer.snapshot().conversations):
-            break
-        await asyncio.sleep(0.01)
+    await until(lambda: bool(consumer.snapshot().conversations) and all(
+        c.state == "streaming" for c in consumer.snapshot().conversations),
+        what="every consumer stream open")
     produced = await run(settings_for(sandbox, mode="producer", **common))
     consumed = await asyncio.wait_for(consumer_task, 30)
     assert produced.total.tokens_published == 60
@@ -140,6 +139,8 @@ async def test_consumer_follows_conversations_appearing_on_redis(sandbox: Sandbo
                                        conversations=2, duration_s=3.0, grace_s=0.5),
                           follow_redis=True)
     follow_task = asyncio.ensure_future(follower.run())
+    # Not observable from here: the follower's PSUBSCRIBE happens inside the engine (and
+    # PUBSUB NUMPAT on the shared sandbox also counts other clients), so give it time.
     await asyncio.sleep(0.5)
     # Someone else's producer (another run id) starts two long conversations.
     await run(settings_for(sandbox, mode="producer", run_id="elsewhere", conversations=2,
@@ -158,22 +159,22 @@ async def test_live_changes_start_new_phases(sandbox: Sandbox) -> None:
     engine = LoadEngine(settings_for(sandbox, run_id="phases", conversations=2, tokens=10,
                                      delay_ms=5, duration_s=30))
     task = asyncio.ensure_future(engine.run())
-    await asyncio.sleep(0.6)
+    await until(lambda: engine.phase.tokens_received > 0, what="tokens in phase 0")
     engine.set_conversations(5)
-    await asyncio.sleep(0.2)
-    assert engine.snapshot().conversations_live == 5
-    await asyncio.sleep(0.4)
+    await until(lambda: engine.snapshot().conversations_live == 5, what="5 live conversations")
+    await until(lambda: engine.phase.tokens_received > 0, what="tokens in phase 1")
     engine.set_delay(1)
-    await asyncio.sleep(0.6)
+    await until(lambda: engine.phase.tokens_received > 0, what="tokens in phase 2")
     engine.pause()
     paused = engine.snapshot()
     assert paused.state == "paused"
+    # Deliberate: time passes while paused, and nothing may be published in it.
     await asyncio.sleep(0.3)
     published_while_paused = engine.snapshot().total.tokens_published
     await asyncio.sleep(0.3)
     assert engine.snapshot().total.tokens_published == published_while_paused
     engine.resume()
-    await asyncio.sleep(0.3)
+    await asyncio.sleep(0.3)  # deliberate: the resumed phase runs a while before the stop
     engine.stop()
     snap = await asyncio.wait_for(task, 30)
     assert [p.index for p in snap.phases] == [0, 1, 2]
@@ -210,12 +211,9 @@ async def test_many_live_conversations_snapshot_carries_the_most_interesting(
     engine = LoadEngine(settings_for(sandbox, mode="consumer", run_id="many", conversations=300,
                                      duration_s=30, grace_s=0.1))
     task = asyncio.ensure_future(engine.run())
-    for _ in range(300):
-        snap = engine.snapshot()
-        if snap.conversations_live == 300 and all(
-                c.state == "streaming" for c in snap.conversations):
-            break
-        await asyncio.sleep(0.02)
+    await until(lambda: engine.snapshot().conversations_live == 300 and all(
+        c.state == "streaming" for c in engine.snapshot().conversations),
+        what="300 conversations streaming")
     # One conversation gets a gap: it must be among the views although it is number 300.
     import redis.asyncio as aioredis
     client = aioredis.from_url(sandbox.redis_url)
@@ -224,11 +222,14 @@ async def test_many_live_conversations_snapshot_carries_the_most_interesting(
                              b'{"conversation_id":"loadtest-many-300","token":"x","sequence":%d,'
                              b'"done":false,"timestamp":1}' % seq)
     await client.aclose()
-    for _ in range(100):
-        snap = engine.snapshot()
-        if any(c.number == 300 and c.received == 2 for c in snap.conversations):
-            break
-        await asyncio.sleep(0.02)
+    views: list[StatsSnapshot] = []
+
+    def gap_in_view() -> bool:
+        views[:] = [engine.snapshot()]
+        return any(c.number == 300 and c.received == 2 for c in views[0].conversations)
+
+    await until(gap_in_view, what="conversation 300's tokens among the views")
+    snap = views[0]
     engine.stop()
     await asyncio.wait_for(task, 30)
     assert snap.conversations_live == 300

@@ -1,4 +1,6 @@
-"""Connect retries and the engine's self-check, against small real servers on loopback."""
+"""Connect retries and resumes, against small real servers on loopback.
+
+(The engine's self-check is tested in test_selfcheck.py.)"""
 
 from __future__ import annotations
 
@@ -9,45 +11,27 @@ from collections.abc import AsyncIterator
 import pytest
 
 from sse_tui.engine.engine import LoadEngine
-from sse_tui.sandbox import Sandbox
 from sse_tui.settings import Settings
+from tests.servers import LoopbackServer, sse_head, token_events
 
 
-class FlakySSEServer:
+class FlakySSEServer(LoopbackServer):
     """Answers the first `failures` requests with 503, then serves a 3-token stream."""
 
     def __init__(self, failures: int) -> None:
+        super().__init__()
         self.failures = failures
-        self.requests = 0
-        self.port = 0
-        self._server: asyncio.Server | None = None
 
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.readuntil(b"\r\n\r\n")
-        self.requests += 1
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await self.read_request(reader)
         if self.requests <= self.failures:
             writer.write(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 4\r\n"
                          b"Connection: close\r\n\r\nbusy")
         else:
-            now = time.time_ns()
-            body = b": connected\n\n" + b"".join(
-                b'event: token\nid: %d\ndata: {"conversation_id":"x","token":"t","sequence":%d,'
-                b'"done":%s,"timestamp":%d}\n\n' % (i, i, b"true" if i == 3 else b"false", now)
-                for i in (1, 2, 3))
-            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
-                         b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body)
+            body = b": connected\n\n" + token_events(1, 3, 3)
+            writer.write(sse_head(f"Content-Length: {len(body)}", "Connection: close") + body)
         await writer.drain()
         writer.close()
-
-    async def __aenter__(self) -> FlakySSEServer:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._server is not None
-        self._server.close()
-        await self._server.wait_closed()
 
 
 @pytest.fixture
@@ -57,7 +41,7 @@ async def flaky() -> AsyncIterator[FlakySSEServer]:
 
 
 async def test_5xx_is_retried_with_backoff_then_succeeds(flaky: FlakySSEServer) -> None:
-    s = Settings(mode="consumer", sse=f"http://127.0.0.1:{flaky.port}", conversations=1,
+    s = Settings(mode="consumer", sse=flaky.url, conversations=1,
                  tokens=3, duration_s=0, run_id="flaky")
     snap = await asyncio.wait_for(LoadEngine(s).run(), 20)
     t = snap.total
@@ -68,82 +52,47 @@ async def test_5xx_is_retried_with_backoff_then_succeeds(flaky: FlakySSEServer) 
     assert t.connections_opened == 1
 
 
-async def test_a_conversation_fails_after_the_retries_run_out() -> None:
-    async with FlakySSEServer(failures=100) as server:
-        s = Settings(mode="consumer", sse=f"http://127.0.0.1:{server.port}", conversations=1,
-                     tokens=3, duration_s=0, run_id="dead")
+async def test_a_conversation_fails_once_its_retry_budget_is_spent() -> None:
+    async with FlakySSEServer(failures=10_000) as server:
+        s = Settings(mode="consumer", sse=server.url, conversations=1,
+                     tokens=3, duration_s=0, retry_budget_s=1.0, run_id="dead")
+        t0 = time.monotonic()
         snap = await asyncio.wait_for(LoadEngine(s).run(), 20)
-    assert server.requests == 4  # CONNECT_ATTEMPTS
+        took = time.monotonic() - t0
+    # Backoff with jitter inside a 1 s budget: a handful of attempts, not a tight loop, and
+    # the last one no earlier than the budget's end.
+    assert 3 <= server.requests <= 15
+    assert 1.0 <= took < 5
+    assert snap.total.connect_attempts == server.requests
+    assert snap.total.errors == {"HTTP 503": server.requests}
     assert snap.total.conversations_incomplete == 1
     (conv,) = snap.conversations
-    assert conv.state == "error" and conv.error and "503" in conv.error
+    assert conv.state == "error" and conv.error and "no stream for 1 s" in conv.error
+    assert "HTTP 503 from /stream/loadtest-dead-1" in conv.error
+    # It never had a stream: a failed first connect, not an outage.
+    assert snap.total.stream_outages == 0 and snap.total.establish.count == 0
 
 
-async def test_a_blocked_event_loop_raises_the_overload_warning(sandbox: Sandbox) -> None:
-    s = Settings(mode="both", redis=sandbox.redis_address, sse=sandbox.sse_url, conversations=2,
-                 tokens=1000, delay_ms=5, duration_s=30, run_id="overload")
-    engine = LoadEngine(s)
-    task = asyncio.ensure_future(engine.run())
-    await asyncio.sleep(0.5)
-    for _ in range(40):  # something hogging the loop for 15 ms at a time, 40 times
-        time.sleep(0.015)
-        await asyncio.sleep(0.005)
-    health = engine.snapshot().health
-    engine.stop()
-    final = await asyncio.wait_for(task, 20)
-    assert health.loop_lag.p99 > 5
-    assert health.warning is not None and "event-loop lag" in health.warning
-    # The final verdict covers the whole run, not only its last seconds.
-    assert final.health.warning is not None and "event-loop lag" in final.health.warning
-
-
-
-class SilentThenStreamingServer:
+class SilentThenStreamingServer(LoopbackServer):
     """The first request gets ': connected' and then silence on an open connection (a
     half-open stream); the next gets the three tokens."""
 
-    def __init__(self) -> None:
-        self.requests = 0
-        self.port = 0
-        self._server: asyncio.Server | None = None
-        self._held: list[asyncio.StreamWriter] = []
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.readuntil(b"\r\n\r\n")
-        self.requests += 1
-        head = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await self.read_request(reader)
         if self.requests == 1:
-            writer.write(head + b"Transfer-Encoding: chunked\r\n\r\n"
-                         b"d\r\n: connected\n\n\r\n")
+            # Never another byte: the base class closes this connection at the end.
+            writer.write(sse_head("Transfer-Encoding: chunked") + b"d\r\n: connected\n\n\r\n")
             await writer.drain()
-            self._held.append(writer)  # never another byte
             return
-        now = time.time_ns()
-        body = b"".join(
-            b'event: token\nid: %d\ndata: {"conversation_id":"x","token":"t","sequence":%d,'
-            b'"done":%s,"timestamp":%d}\n\n' % (i, i, b"true" if i == 3 else b"false", now)
-            for i in (1, 2, 3))
-        writer.write(head + b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body)
-                     + body)
+        body = token_events(1, 3, 3)
+        writer.write(sse_head(f"Content-Length: {len(body)}", "Connection: close") + body)
         await writer.drain()
         writer.close()
-
-    async def __aenter__(self) -> SilentThenStreamingServer:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        for w in self._held:
-            w.close()
-        assert self._server is not None
-        self._server.close()
-        await self._server.wait_closed()
 
 
 async def test_a_silent_stream_is_resumed_after_the_idle_timeout() -> None:
     async with SilentThenStreamingServer() as server:
-        s = Settings(mode="consumer", sse=f"http://127.0.0.1:{server.port}", conversations=1,
+        s = Settings(mode="consumer", sse=server.url, conversations=1,
                      tokens=3, duration_s=0, idle_timeout_s=0.4, run_id="silent")
         snap = await asyncio.wait_for(LoadEngine(s).run(), 20)
     t = snap.total

@@ -1,5 +1,5 @@
 """deploy/k8s: valid against the Kubernetes schemas, aimed at the services of
-../shared/PROTOCOL.md, safe to run (non-root, bounded resources), and with arguments the
+docs/protocol.md, safe to run (non-root, bounded resources), and with arguments the
 real CLI accepts. An Indexed Job's pods get distinct run ids."""
 
 from __future__ import annotations

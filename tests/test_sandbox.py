@@ -31,7 +31,7 @@ from sse_tui.sandbox import (
     SandboxError,
     find_redis_server,
 )
-from tests.conftest import adapter_took, until
+from tests.conftest import adapter_took, until, wait_until
 
 PREFIX = "llm:tokens:"
 STEP_TIMEOUT_S = 5.0
@@ -186,19 +186,20 @@ async def collect_tokens(events: AsyncIterator[SseEvent]) -> list[SseEvent]:
     return [e async for e in events if e.event == "token"]
 
 
+def dead(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    # A zombie still answers kill(0); /proc tells us it is dead.
+    status = Path(f"/proc/{pid}/status")
+    return status.exists() and "State:\tZ" in status.read_text()
+
+
 def process_gone(pid: int, timeout_s: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
-        # A zombie still answers kill(0); /proc tells us it is dead.
-        status = Path(f"/proc/{pid}/status")
-        if status.exists() and "State:\tZ" in status.read_text():
-            return True
-        time.sleep(0.05)
-    return False
+    """True once `pid` has exited; fails the test (conftest's wait_until) after `timeout_s`."""
+    wait_until(lambda: dead(pid), timeout=timeout_s, what=f"process {pid} to exit")
+    return True
 
 
 # --- fixtures ------------------------------------------------------------------------------------
@@ -439,6 +440,9 @@ async def test_stats_count_connections_and_deliveries(sandbox: Sandbox) -> None:
             "reordered": 0,
             "disconnects": 0,
             "resume_skipped": 0,
+            "first_lost": 0,
+            "gap_dropped": 0,
+            "tail_withheld": 0,
         },
     }
 
@@ -447,6 +451,11 @@ def test_fault_config_validates_rates() -> None:
     with pytest.raises(ValueError, match="drop_rate"):
         FaultConfig(drop_rate=1.5)
     assert "--resume-skip-bug" in FaultConfig(resume_skip_bug=True).to_args()
+    with pytest.raises(ValueError, match="first_loss_rate"):
+        FaultConfig(first_loss_rate=2.0)
+    with pytest.raises(ValueError, match="gap and tail_after"):
+        FaultConfig(gap=-1)
+    assert FaultConfig(gap=3).any and FaultConfig(tail_after=2).any
 
 
 def test_sandbox_can_be_started_from_a_short_lived_thread() -> None:

@@ -1,4 +1,4 @@
-"""SSEParser against the WHATWG event-stream rules listed in PROTOCOL.md."""
+"""SSEParser against the WHATWG event-stream rules listed in docs/protocol.md."""
 
 from __future__ import annotations
 

@@ -11,7 +11,6 @@ import contextlib
 import socket
 import struct
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
 
 import pytest
 
@@ -26,6 +25,8 @@ from sse_tui.engine.transport import (
 )
 from sse_tui.engine.transport import httpx_client as httpx_mod
 from sse_tui.engine.transport import raw as raw_mod
+from tests.conftest import until
+from tests.servers import LoopbackServer
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -42,36 +43,30 @@ HOLD = object()  # script item: keep the connection open until the client leaves
 SPLIT_PAUSE = 0.01
 
 
-@dataclass
-class ScriptedServer:
-    url: str
-    requests: list[bytes] = field(default_factory=list)
+class ScriptedServer(LoopbackServer):
+    """Serves `script` to every connection (the request heads land in `heads`)."""
 
+    def __init__(self, script: Sequence[object], path: str) -> None:
+        super().__init__()
+        self.script = script
+        self.path = path
 
-@contextlib.asynccontextmanager
-async def serve(
-    script: Sequence[object], path: str = "/stream/c1"
-) -> AsyncIterator[ScriptedServer]:
-    """Serve `script` to every connection; yields the URL and the recorded requests."""
-    server_info = ScriptedServer(url="")
+    @property
+    def url(self) -> str:
+        return super().url + self.path
 
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            server_info.requests.append(await reader.readuntil(b"\r\n\r\n"))
-            await play(script, reader, writer)
-        except (ConnectionError, asyncio.IncompleteReadError):
+            await self.read_request(reader)
+            await play(self.script, reader, writer)
+        except (ConnectionError, asyncio.IncompleteReadError, TimeoutError):
             pass
         finally:
             writer.close()
 
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    server_info.url = f"http://127.0.0.1:{port}{path}"
-    try:
-        yield server_info
-    finally:
-        server.close()
-        await asyncio.wait_for(server.wait_closed(), WAIT)
+
+def serve(script: Sequence[object], path: str = "/stream/c1") -> ScriptedServer:
+    return ScriptedServer(script, path)
 
 
 async def play(
@@ -322,7 +317,7 @@ async def test_request_headers_and_last_event_id(transport: str) -> None:
     script = [head("200 OK", SSE_CT, "Content-Length: 0"), HOLD]
     async with serve(script, path="/prefix/api/stream/c1?x=1") as server:
         await collect(await open_(server.url, transport, last_event_id="41"))
-    (request,) = server.requests
+    (request,) = server.heads
     request_line, *header_lines = request.decode().split("\r\n")
     headers = {k.lower(): v.strip() for k, _, v in (h.partition(":") for h in header_lines if h)}
     assert request_line == "GET /prefix/api/stream/c1?x=1 HTTP/1.1"
@@ -337,7 +332,7 @@ async def test_no_last_event_id_header_by_default(transport: str) -> None:
     script = [head("200 OK", SSE_CT, "Content-Length: 0"), HOLD]
     async with serve(script) as server:
         await collect(await open_(server.url, transport))
-    assert b"last-event-id" not in server.requests[0].lower()
+    assert b"last-event-id" not in server.heads[0].lower()
 
 
 def test_last_event_id_with_newline_is_refused() -> None:
@@ -444,7 +439,7 @@ async def test_raw_aclose_twice_and_while_a_consumer_waits() -> None:
     async with serve(script) as server:
         stream = await open_(server.url, "raw")
         consumer = asyncio.create_task(collect_list(stream))
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.05)  # deliberate: the consumer gets to block in its read first
         await asyncio.wait_for(stream.aclose(), WAIT)
         await asyncio.wait_for(stream.aclose(), WAIT)
         assert await asyncio.wait_for(consumer, WAIT) == []
@@ -461,8 +456,8 @@ async def test_raw_backpressure_pauses_then_delivers_everything() -> None:
     async with serve(script) as server:
         stream = await open_(server.url, "raw")
         assert isinstance(stream, raw_mod._RawSSEStream)
-        await asyncio.sleep(0.2)  # let the backlog build while nobody consumes
-        assert stream._paused
+        # The backlog builds while nobody consumes, until the reader pauses.
+        await until(lambda: stream._paused, timeout=WAIT, what="the reader to pause")
         queued = len(stream._events)
         assert raw_mod._PAUSE_AT_EVENTS <= queued < count
         events = await collect(stream)

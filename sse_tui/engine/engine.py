@@ -9,34 +9,46 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import heapq
 import time
 from collections import deque
 from collections.abc import Coroutine, Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
-import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from sse_tui.capacity import MAX_CONVERSATIONS
+from sse_tui.credentials import Redactor, resolve_headers, run_secrets
+from sse_tui.engine.accounting import Accounting, check_totals
+from sse_tui.engine.backoff import backoff_s
 from sse_tui.engine.consumer import Conversation
 from sse_tui.engine.producer import PublishState, TokenPublisher
-from sse_tui.engine.selfwatch import SelfWatch, distribution_of
+from sse_tui.engine.publish_watch import PublishWatch, redis_verdict
+from sse_tui.engine.redis_conn import auth_or_tls_problem, redis_client
+from sse_tui.engine.redis_follower import RedisFollower
+from sse_tui.engine.selfwatch import SelfWatch
 from sse_tui.engine.stats import PhaseRecorder
-from sse_tui.engine.transport import SSEStream, aclose_transports
-from sse_tui.settings import Settings, redis_url, sse_base
-from sse_tui.snapshot import PhaseStats, StatsSnapshot, TimelinePoint
+from sse_tui.engine.timeline import Timeline
+from sse_tui.engine.transport import SSEStream, StreamConfig, aclose_transports
+from sse_tui.engine.transport.tls import (
+    TLSOptions,
+    TLSSetupError,
+    client_context,
+    describe_tls_error,
+)
+from sse_tui.ranking import most_interesting, slow_threshold_ms
+from sse_tui.settings import Settings, sse_base
+from sse_tui.snapshot import PhaseStats, SelfHealth, StatsSnapshot
 
 PREFLIGHT_TIMEOUT_S = 5.0
 FINISHED_KEPT = 50  # recently finished conversations kept for the views
 # Above this many live conversations a snapshot carries only the most interesting ones:
 # building a view costs ~7 µs on the engine's loop, and no table shows thousands of rows.
 MAX_LIVE_VIEWS = 250
-FOLLOW_SEEN_KEPT = 10_000  # conversation ids remembered by the Redis follower
 SPARKLINE_SAMPLES = 240
-TIMELINE_KEPT = 3600
-SECOND_SAMPLES_MAX = 20_000  # per-second latency samples kept for the timeline's p50/p99
+# Conversations started per loop iteration when many are wanted at once: ~5-10 ms of work.
+FILL_BATCH = 500
 
 
 class EngineError(Exception):
@@ -50,7 +62,10 @@ class LoadEngine:
         self.state = "starting"
         self.fatal_error: str | None = None
         self.notes: list[str] = []
-        self.selfwatch = SelfWatch()
+        # Its 1 s windows are placed in the run's time and phases.
+        self.selfwatch = SelfWatch(
+            elapsed_s=self.elapsed_s,
+            phase=lambda: (self.phase.index, self.settings.delay_ms))
         self._phases: list[PhaseRecorder] = []
         self._frozen_phases: dict[int, PhaseStats] = {}
         self.phase: PhaseRecorder = self._new_phase(0.0)
@@ -59,10 +74,17 @@ class LoadEngine:
         self._next_number = 1
         self._started_total = 0
         self._discovered_live = 0
+        # Refills after a failed conversation wait a backoff (see _refill_later): the slots
+        # waiting, and how many conversations failed since a stream last worked.
+        self._held_slots = 0
+        self._refill_failures = 0
+        self._streams_established = 0
         self._redis: aioredis.Redis | None = None
         self._publisher: TokenPublisher | None = None
+        self.publish_watch = PublishWatch()  # is Redis holding publishing back?
         self._tasks: list[asyncio.Task[None]] = []
         self._publisher_task: asyncio.Task[None] | None = None
+        self._filler: asyncio.Task[None] | None = None  # starts conversations in batches
         self._closers: set[asyncio.Task[None]] = set()  # idle streams being closed
         self._stop = asyncio.Event()
         self._hurry = False  # skip the grace period (a second Ctrl-C)
@@ -71,9 +93,17 @@ class LoadEngine:
         self._t0 = 0.0
         self._end_s: float | None = None
         self._sparkline: deque[float] = deque(maxlen=SPARKLINE_SAMPLES)
-        self._second_samples: list[int] = []
-        self._timeline: deque[TimelinePoint] = deque(maxlen=TIMELINE_KEPT)
+        self._timeline = Timeline()
         self._stream_base = sse_base(settings.sse) if settings.mode != "producer" else ""
+        # What every stream opens with; its headers are resolved from $ENV in the preflight.
+        self.stream_config = StreamConfig(transport=settings.transport,
+                                          tls=TLSOptions.of(settings))
+        # For texts from libraries (redis-py, httpx, ssl) before they reach a user: errors
+        # may quote a URL or a value, and none of the run's secrets may be shown.
+        s = self.settings
+        self.redact = Redactor(run_secrets(redis=s.redis, sse=s.sse, headers=s.headers,
+                                           password_file=s.redis_password_file))
+        self._accounting = Accounting(detail=self.settings.json_detail)
 
     # -- the run ---------------------------------------------------------------------------
 
@@ -100,8 +130,9 @@ class LoadEngine:
         if self._publisher is not None:
             self._publisher_task = self._spawn(self._publisher.run(), "publisher")
         if self.follow_redis:
-            self._spawn(self._follow_redis(), "redis-follower")
-        self._spawn(self._tick_timeline(), "timeline")
+            assert self._redis is not None
+            self._spawn(RedisFollower(self._redis, self).run(), "redis-follower")
+        self._spawn(self._timeline.run(self._timeline_now), "timeline")
         self._spawn(self._watch_deadline(), "deadline")
         if self.consuming and self.settings.idle_timeout_s > 0:
             self._spawn(self._watch_idle_streams(), "idle-watchdog")
@@ -130,34 +161,58 @@ class LoadEngine:
     async def _preflight(self) -> None:
         s = self.settings
         if self.producing or self.follow_redis:
-            self._redis = aioredis.from_url(
-                redis_url(s.redis), socket_connect_timeout=PREFLIGHT_TIMEOUT_S,
-                socket_timeout=30, health_check_interval=0)
+            shown = s.shown("redis")
+            try:
+                self._redis = redis_client(s, connect_timeout_s=PREFLIGHT_TIMEOUT_S)
+            except ValueError as e:  # the password file
+                raise EngineError(f"cannot log in to Redis at {shown}: {e}") from None
             try:
                 await asyncio.wait_for(self._redis.ping(), PREFLIGHT_TIMEOUT_S)
             except (RedisError, OSError, TimeoutError) as e:
-                raise EngineError(
-                    f"cannot reach Redis at {s.redis} ({_reason(e)}); is it running? For a "
-                    "cluster: kubectl port-forward -n redis-system svc/redis 6379:6379") from None
+                problem = auth_or_tls_problem(e)
+                if problem is not None:  # said in full: the reason is the whole message
+                    raise EngineError(self.redact(f"Redis at {shown}: {problem}")) from None
+                raise EngineError(self.redact(
+                    f"cannot reach Redis at {shown} ({_reason(e)}); is it running? For a "
+                    "cluster: kubectl port-forward -n redis-system svc/redis 6379:6379")) from None
         if self.producing:
             assert self._redis is not None
             self._publisher = TokenPublisher(
                 self._redis, delay_ms=s.delay_ms,
                 on_published=self._on_published, on_error=self._on_publish_error,
-                on_schedule_lag=self.selfwatch.record_schedule_lag)
+                on_schedule_lag=self.selfwatch.record_schedule_lag,
+                on_round_trip=self._on_publish_round_trip, on_held_back=self._on_held_back)
         if self.consuming:
+            try:
+                headers = resolve_headers(s.headers)
+            except ValueError as e:  # a $VAR unset since the flags were read
+                raise EngineError(f"--header: {e}") from None
+            self.stream_config = dataclasses.replace(self.stream_config, headers=headers)
             await self._check_sse_reachable()
 
     async def _check_sse_reachable(self) -> None:
+        """Connect, and for https:// shake hands: a certificate problem fails the run here,
+        in one line, rather than every conversation later."""
         u = urlsplit(self._stream_base)
-        port = u.port or (443 if u.scheme == "https" else 80)
+        https = u.scheme == "https"
+        port = u.port or (443 if https else 80)
+        shown = self.settings.shown("sse")
+        try:
+            tls = client_context(self.stream_config.tls) if https else None
+        except TLSSetupError as e:
+            raise EngineError(str(e)) from None
         try:
             _, writer = await asyncio.wait_for(
-                asyncio.open_connection(u.hostname, port), PREFLIGHT_TIMEOUT_S)
+                asyncio.open_connection(u.hostname, port, ssl=tls,
+                                        server_hostname=u.hostname if https else None),
+                PREFLIGHT_TIMEOUT_S)
         except (OSError, TimeoutError) as e:
-            raise EngineError(
-                f"cannot reach the SSE adapter at {self.settings.sse} ({_reason(e)}); for a "
-                "cluster: kubectl port-forward -n sse-system svc/sse-adapter 8080:80") from None
+            problem = describe_tls_error(e) if https else None
+            if problem is not None:
+                raise EngineError(f"the SSE adapter at {shown}: {problem}") from None
+            raise EngineError(self.redact(
+                f"cannot reach the SSE adapter at {shown} ({_reason(e)}); for a "
+                "cluster: kubectl port-forward -n sse-system svc/sse-adapter 8080:80")) from None
         writer.close()
         with contextlib.suppress(OSError):
             await writer.wait_closed()
@@ -173,7 +228,7 @@ class LoadEngine:
             return
         exc = task.exception()
         if exc is not None:
-            self.fatal_error = f"internal error in {task.get_name()}: {exc!r}"
+            self.fatal_error = self.redact(f"internal error in {task.get_name()}: {exc!r}")
             self._stop.set()
 
     async def _watch_deadline(self) -> None:
@@ -196,7 +251,7 @@ class LoadEngine:
                 stream = conv.stream
                 if stream is not None and now - conv.last_activity_ns > timeout_ns:
                     conv.last_activity_ns = now  # once per silence
-                    self.phase.error("idle timeout")
+                    conv.idle_timed_out(self.settings.idle_timeout_s)
                     closer = asyncio.get_running_loop().create_task(_close_quietly(stream))
                     self._closers.add(closer)
                     closer.add_done_callback(self._closers.discard)
@@ -205,6 +260,8 @@ class LoadEngine:
         """Stop publishing; give in-flight tokens the grace period; count the rest missing."""
         loop = asyncio.get_running_loop()
         self.state = "draining"
+        if self._filler is not None:
+            self._filler.cancel()
         if self._publisher is not None:
             self._publisher.close()
         if self._publisher_task is not None:
@@ -214,7 +271,7 @@ class LoadEngine:
                 await asyncio.wait_for(asyncio.shield(self._publisher_task), 5.0)
         deadline = loop.time() + self.settings.grace_s
         while not self._hurry and loop.time() < deadline and any(
-                not _caught_up(c) for c in self._live.values() if c.task is not None):
+                not c.caught_up() for c in self._live.values() if c.task is not None):
             await asyncio.sleep(0.02)
         for conv in list(self._live.values()):
             if conv.task is not None and not conv.task.done():
@@ -224,6 +281,11 @@ class LoadEngine:
         await asyncio.gather(*pending, return_exceptions=True)
         for conv in list(self._live.values()):
             self._conversation_ended(conv, refill=False, run_ended=True)
+        # The publisher is done: what it published is final. Then every token must be
+        # received or missing; if not, say so loudly.
+        self._accounting.settle(self.phase)
+        self.notes.extend(check_totals(self._phases, self.settings.mode,
+                                       self._accounting.examples))
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -233,6 +295,8 @@ class LoadEngine:
             await aclose_transports()
         self._end_s = loop.time() - self._t0
         self.phase.ended_s = self._end_s
+        if self.fatal_error is None:
+            self.fatal_error = self._no_stream_ever()
         self.state = "failed" if self.fatal_error else "finished"
 
     async def _close_redis(self) -> None:
@@ -244,17 +308,50 @@ class LoadEngine:
     # -- conversations ---------------------------------------------------------------------
 
     def _fill(self) -> None:
-        """Start conversations until the target number is live."""
+        """Start conversations until the target number is live.
+
+        A few at once (a refill) start here and now; many (the start of a run, `-c 200000`)
+        start FILL_BATCH at a time from a task that yields between batches, so that signals,
+        snapshots and commands keep being served while they open."""
+        if self._filler is not None and not self._filler.done():
+            return  # it sees the new target on its next batch
+        if self._fill_batch():
+            self._filler = asyncio.get_running_loop().create_task(
+                self._fill_rest(), name="filler")
+            self._filler.add_done_callback(self._task_done)
+
+    def _fill_batch(self) -> bool:
+        """Start up to FILL_BATCH conversations; True if more are wanted."""
         if self._stop.is_set() or self._paused_since is not None:
-            return
+            return False
         s = self.settings
-        target = s.conversations
+        target = min(s.conversations, MAX_CONVERSATIONS)  # a live change past it, too
         one_round = s.duration_s <= 0
-        while self._live_own() < target and not (one_round and self._started_total >= target):
+        for _ in range(FILL_BATCH):
+            if self._live_own() >= target or (one_round and self._started_total >= target):
+                return False
             self._start_conversation()
+        return True
+
+    async def _fill_rest(self) -> None:
+        while self._fill_batch():
+            await asyncio.sleep(0)
 
     def _live_own(self) -> int:
-        return len(self._live) - self._discovered_live
+        return len(self._live) - self._discovered_live + self._held_slots
+
+    def _refill_later(self) -> None:
+        """A conversation failed: its replacement waits a backoff that grows while
+        conversations keep failing with no stream working in between, so that a server
+        answering 404 is asked a few times a second, not thousands."""
+        delay = backoff_s(self._refill_failures)
+        self._refill_failures += 1
+        self._held_slots += 1
+        asyncio.get_running_loop().call_later(delay, self._release_slot)
+
+    def _release_slot(self) -> None:
+        self._held_slots -= 1
+        self._fill()
 
     def _start_conversation(self, conversation_id: str | None = None) -> Conversation:
         s = self.settings
@@ -277,7 +374,7 @@ class LoadEngine:
         if self.consuming:
             conv.task = self._spawn_conversation(conv)
         else:
-            conv.state = "publishing"
+            conv.mark_publishing()
             assert self._publisher is not None and conv.publish is not None
             self._publisher.add(conv.publish)
         return conv
@@ -285,7 +382,7 @@ class LoadEngine:
     def _spawn_conversation(self, conv: Conversation) -> asyncio.Task[None]:
         async def run() -> None:
             try:
-                await conv.consume()
+                await conv.read_supervised()
             except asyncio.CancelledError:
                 if not conv.given_up:
                     raise
@@ -294,18 +391,22 @@ class LoadEngine:
             if not self._stop.is_set():
                 self._conversation_ended(conv)
 
-        return asyncio.get_running_loop().create_task(run(), name=conv.conversation_id)
+        task = asyncio.get_running_loop().create_task(run(), name=conv.conversation_id)
+        # The reader is supervised inside run(); anything escaping it is an engine bug, which
+        # must end the run loudly rather than leave it waiting for this conversation forever.
+        task.add_done_callback(self._task_done)
+        return task
 
     def on_established(self, conv: Conversation) -> None:
         """The stream is open: in `both` mode the first token is published only now."""
+        self._streams_established += 1
+        self._refill_failures = 0
         if conv.publish is not None and self._publisher is not None and not self._stop.is_set():
-            conv.state = "streaming"
             self._publisher.add(conv.publish)
 
     def on_latency(self, latency_us: int) -> None:
         self._sparkline.append(latency_us / 1000.0)
-        if len(self._second_samples) < SECOND_SAMPLES_MAX:
-            self._second_samples.append(latency_us)
+        self._timeline.record(latency_us)
 
     def _on_publish_finished(self, state: PublishState) -> None:
         conv = self._live.get(state.conversation_id)
@@ -314,12 +415,16 @@ class LoadEngine:
         if conv.task is None:  # producer only: nothing to wait for
             self._conversation_ended(conv)
             return
-        if conv.state != "error":
-            conv.state = "draining"
+        conv.mark_draining()
         # If the done token never arrives (a lossy adapter), stop waiting after the grace.
         asyncio.get_running_loop().call_later(self.settings.grace_s, self._give_up, conv)
 
     def _give_up(self, conv: Conversation) -> None:
+        if conv.task is not None and not conv.task.done() and conv.without_stream:
+            # Riding out an outage (its retry budget bounds it): the grace starts again once
+            # it has a stream, from which it may still get what was published meanwhile.
+            asyncio.get_running_loop().call_later(self.settings.grace_s, self._give_up, conv)
+            return
         if conv.task is not None and not conv.task.done():
             conv.given_up = True
             conv.task.cancel()
@@ -331,15 +436,35 @@ class LoadEngine:
         if conv.discovered:
             self._discovered_live -= 1
         conv.finalize(self.phase, run_ended=run_ended)
+        self._accounting.ended(conv)
         self._finished.append(conv)
         if refill:
             if self.settings.duration_s <= 0 and not self._live and (
                     self._started_total >= self.settings.conversations):
                 self._stop.set()
+            elif conv.failure is not None and self.settings.duration_s > 0:
+                self._refill_later()
             else:
                 self._fill()
 
+    def _no_stream_ever(self) -> str | None:
+        """Why the run failed if it was to read streams and none was ever established."""
+        return self._no_stream(PhaseRecorder.merged(self._phases), "was ever established")
+
+    def _no_stream(self, total: PhaseRecorder | PhaseStats, how: str) -> str | None:
+        attempts = total.connect_attempts
+        if not self.consuming or self._streams_established or not attempts:
+            return None
+        why = ""
+        if total.errors:
+            kind = max(total.errors, key=lambda k: total.errors[k])
+            why = f"; mostly {kind}" + (f" (e.g. {total.error_examples[kind]})"
+                                        if kind in total.error_examples else "")
+        return (f"no SSE stream {how} at {self.settings.sse} "
+                f"({attempts} attempt{'s' if attempts != 1 else ''}){why}")
+
     def _on_published(self, n: int, unheard: int) -> None:
+        self._accounting.settle(self.phase)  # this pipeline's tokens are counted: settle
         self.phase.tokens_published += n
         self.phase.tokens_unheard += unheard
 
@@ -347,52 +472,31 @@ class LoadEngine:
         self.phase.publish_errors += n
         self.phase.error(kind, n)
 
-    async def _follow_redis(self) -> None:
-        """Consumer mode with --redis: also read conversations that appear on Redis.
+    def _on_publish_round_trip(self, rtt_s: float) -> None:
+        self.phase.publish_rtt.record(int(rtt_s * 1e6))
+        self.publish_watch.round_trip(rtt_s)
 
-        Redis going away is counted and retried, not fatal: the streams are the main job."""
-        seen: deque[str] = deque(maxlen=FOLLOW_SEEN_KEPT)
-        while True:
-            try:
-                await self._follow_redis_once(seen)
-            except (RedisError, OSError) as e:
-                self.phase.error(f"redis follow: {type(e).__name__}")
-                await asyncio.sleep(1.0)
+    def _on_held_back(self, tokens: int) -> None:
+        self.phase.tokens_held_back_by_redis += tokens
+        self.publish_watch.held_back(tokens)
 
-    async def _follow_redis_once(self, seen: deque[str]) -> None:
-        assert self._redis is not None
-        s = self.settings
-        prefix = s.channel_prefix
-        own = s.conversation_id(0)[:-1]
-        seen_set = set(seen)
-        pubsub = self._redis.pubsub()
-        await pubsub.psubscribe(prefix + "*")
-        try:
-            async for msg in pubsub.listen():
-                if msg.get("type") != "pmessage":
-                    continue
-                channel = msg["channel"]
-                cid = (channel.decode() if isinstance(channel, bytes) else channel)[len(prefix):]
-                conv = self._live.get(cid)
-                if conv is not None:
-                    self.phase.tokens_published += 1
-                    with contextlib.suppress(orjson.JSONDecodeError, KeyError, TypeError):
-                        seq = orjson.loads(msg["data"])["sequence"]
-                        if isinstance(seq, int) and seq > conv.seen_on_redis:
-                            conv.seen_on_redis = seq
-                    continue
-                if cid in seen_set or cid.startswith(own) or self._stop.is_set():
-                    continue
-                if self._discovered_live >= s.conversations:
-                    continue
-                if len(seen) == seen.maxlen:
-                    seen_set.discard(seen[0])
-                seen.append(cid)
-                seen_set.add(cid)
-                self._start_conversation(cid)
-        finally:
-            with contextlib.suppress(RedisError, OSError):
-                await pubsub.aclose()
+    def _redis_warning(self, total: PhaseStats, health: SelfHealth) -> str | None:
+        if self._end_s is not None:
+            return redis_verdict(total, generator_overloaded=health.overloaded_windows > 0)
+        return self.publish_watch.warning(
+            self._publisher.waiting_s() if self._publisher is not None else None,
+            generator_overloaded=health.warning is not None)
+
+    # -- the Redis follower's hooks (consumer mode with --redis) -------------------------
+
+    def live_conversation(self, conversation_id: str) -> Conversation | None:
+        return self._live.get(conversation_id)
+
+    def may_follow(self) -> bool:
+        return not self._stop.is_set() and self._discovered_live < self.settings.conversations
+
+    def follow(self, conversation_id: str) -> None:
+        self._start_conversation(conversation_id)
 
     # -- live control (called on this loop) ------------------------------------------------
 
@@ -456,22 +560,9 @@ class LoadEngine:
 
     # -- views -----------------------------------------------------------------------------
 
-    async def _tick_timeline(self) -> None:
-        last_pub = last_rx = 0
-        while True:
-            await asyncio.sleep(1.0)
-            total_pub = sum(p.tokens_published for p in self._phases)
-            total_rx = sum(p.tokens_received for p in self._phases)
-            samples = self._second_samples
-            self._second_samples = []
-            d = distribution_of([v / 1000.0 for v in samples]) if samples else None
-            self._timeline.append(TimelinePoint(
-                t_s=round(self.elapsed_s(), 3),
-                published_per_s=float(total_pub - last_pub),
-                received_per_s=float(total_rx - last_rx),
-                p50_ms=d.p50 if d else None,
-                p99_ms=d.p99 if d else None))
-            last_pub, last_rx = total_pub, total_rx
+    def _timeline_now(self) -> tuple[float, int, int]:
+        return (round(self.elapsed_s(), 3), sum(p.tokens_published for p in self._phases),
+                sum(p.tokens_received for p in self._phases))
 
     def snapshot(self) -> StatsSnapshot:
         now = self.elapsed_s()
@@ -480,10 +571,13 @@ class LoadEngine:
             total = dataclasses.replace(phases[0], index=-1, label="total")
         else:
             total = PhaseRecorder.merged(self._phases).freeze(now, copy=False)
+        health = self.selfwatch.health(whole_run=self._end_s is not None)
         now_ns = time.time_ns()
         live: Iterable[Conversation] = self._live.values()
         if len(self._live) > MAX_LIVE_VIEWS:
-            live = heapq.nlargest(MAX_LIVE_VIEWS, live, key=_interest)
+            # The table ranks again what it gets; this only decides what it gets.
+            live = most_interesting(live, MAX_LIVE_VIEWS,
+                                    slow_threshold_ms(total.latency.summary))
         live = sorted(live, key=lambda c: (c.discovered, c.number))
         views = tuple(c.view(now_ns) for c in live) + tuple(
             c.view(now_ns) for c in reversed(self._finished))
@@ -502,35 +596,32 @@ class LoadEngine:
             total=total,
             conversations=views,
             conversations_live=len(self._live),
-            health=self.selfwatch.health(s.delay_ms, whole_run=self._end_s is not None),
-            timeline=tuple(self._timeline)[-600:],
+            health=health,
+            timeline=self._timeline.points(),
             recent_latency_ms=tuple(self._sparkline),
-            fatal_error=self.fatal_error,
+            fatal_error=self.redact(self.fatal_error) if self.fatal_error else None,
             notes=tuple(self.notes),
+            redis_warning=self._redis_warning(total, health),
+            tokens_in_flight=self._publisher.in_flight if self._publisher is not None else 0,
+            stream_warning=(self._no_stream(total, "established yet") if self._end_s is None
+                            else None),
             loop_lag_total=self.selfwatch.loop_lag_total.freeze(),
             schedule_lag_total=self.selfwatch.schedule_lag_total.freeze(),
+            **self._details(),
         )
 
-
-def _interest(conv: Conversation) -> tuple[int, int, int, int]:
-    """Rank for the views when not all conversations fit: trouble first, then slow ones."""
-    t = conv.tracker
-    return (conv.state == "error", t.highest - t.unique + t.duplicated + t.out_of_order
-            + conv.reconnects, conv.state != "streaming", conv.last_latency_us or 0)
+    def _details(self) -> dict[str, Any]:
+        """--json-detail's conversations, in the final snapshot only (they never change
+        after the end, and a live snapshot goes to the UI several times a second)."""
+        if self._end_s is None or not self.settings.json_detail:
+            return {}
+        details, omitted = self._accounting.details()
+        return {"details": details, "details_omitted": omitted}
 
 
 async def _close_quietly(stream: SSEStream) -> None:
     with contextlib.suppress(Exception):
         await stream.aclose()
-
-
-def _caught_up(conv: Conversation) -> bool:
-    """Has this reader received everything that was published to it?"""
-    if conv.state in ("done", "error"):
-        return True
-    if conv.publish is None:
-        return conv.tracker.done_seq > 0
-    return conv.tracker.unique >= conv.publish.published
 
 
 def _reason(e: BaseException) -> str:

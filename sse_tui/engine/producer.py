@@ -5,6 +5,12 @@ in the same tick as one pipeline costs ~20-25 µs per token. So instead of a tas
 conversation sleeping between tokens, a single task keeps a heap of due times, wakes when
 the earliest is due, and publishes all due tokens in one round trip. Timestamps are taken
 once per batch, right before the PUBLISHes are sent, as the protocol asks.
+
+While a pipeline waits for Redis' reply nothing else is sent, so a Redis that stops answering
+holds every conversation back. That is measured apart from the generator's own lateness: the
+round trip of each pipeline (send -> reply), and how far the offered load fell behind its
+schedule while waiting for it. The schedule lag the self-check judges the generator by counts
+only the time after the reply came, when the publisher was free to send.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import asyncio
 import heapq
 import random
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +37,13 @@ RETRY_AFTER_ERROR_S = 0.2
 # times rarely coincide, and each round trip costs a send() whose loopback delivery work
 # the kernel charges to us; 1 ms early is well inside the reference's own jitter.
 COALESCE_S = 0.001
+# At most this many tokens per pipeline: with `-c 200000` everything is due at once, and one
+# pipeline of all of it is seconds of encoding with the loop blocked (no signals, no views).
+MAX_PIPELINE = 1000
+# Waits for Redis longer than this are remembered, to find the tokens they held back; the
+# usual sub-millisecond round trips are the normal cost of publishing, not a stall.
+STALL_S = 0.01
+STALLS_KEPT = 64
 
 
 @dataclass(eq=False)
@@ -42,6 +56,7 @@ class PublishState:
     published: int = 0  # sequences 1..published were sent
     due: float = 0.0  # loop time the next token is due
     stopped: bool = False
+    failed_seq: int = 0  # the sequence whose PUBLISH failed (counted once, however often retried)
     on_finished: Callable[[PublishState], None] | None = field(default=None, repr=False)
 
     @property
@@ -55,12 +70,22 @@ class TokenPublisher:
     def __init__(self, client: aioredis.Redis, *, delay_ms: float,
                  on_published: Callable[[int, int], None],
                  on_error: Callable[[str, int], None],
-                 on_schedule_lag: Callable[[float], None]) -> None:
+                 on_schedule_lag: Callable[[float], None],
+                 on_round_trip: Callable[[float], None] | None = None,
+                 on_held_back: Callable[[int], None] | None = None) -> None:
         self._client = client
         self.delay_ms = delay_ms
         self._on_published = on_published  # (tokens published, of which nobody heard)
-        self._on_error = on_error
-        self._on_schedule_lag = on_schedule_lag
+        self.in_flight = 0  # tokens of the pipeline awaiting Redis' reply
+        self._on_error = on_error  # (kind, tokens that failed for the first time)
+        self._on_schedule_lag = on_schedule_lag  # the generator's own lateness, s
+        self._on_round_trip = on_round_trip  # each pipeline's send -> reply, s
+        self._on_held_back = on_held_back  # tokens the schedule lost waiting for Redis
+        self._replied_at = 0.0  # when the last pipeline's reply came (loop time)
+        self._in_flight_since: float | None = None  # a pipeline waits for its reply
+        # Recent waits for Redis longer than STALL_S: (sent, replied), oldest first.
+        self._stalls: deque[tuple[float, float]] = deque(maxlen=STALLS_KEPT)
+        self._held_back = 0.0  # token-fractions not yet reported
         self._heap: list[tuple[float, int, PublishState]] = []
         self._tiebreak = 0
         self._waiter: asyncio.Future[None] | None = None
@@ -133,13 +158,49 @@ class TokenPublisher:
             batch: list[PublishState] = []
             oldest_due = heap[0][0]
             horizon = now + COALESCE_S
-            while heap and heap[0][0] <= horizon:
+            while heap and heap[0][0] <= horizon and len(batch) < MAX_PIPELINE:
                 state = heapq.heappop(heap)[2]
                 if not state.stopped and not state.finished:
                     batch.append(state)
             if batch:
-                self._on_schedule_lag(max(0.0, now - oldest_due))
+                # Lateness that arose while the last pipeline waited for Redis is Redis'.
+                self._on_schedule_lag(max(0.0, now - max(oldest_due, self._replied_at)))
+                self._count_held_back(batch)
                 await self._publish(batch, now)
+            else:
+                await asyncio.sleep(0)  # a heap of stopped conversations: let others run
+
+    def _count_held_back(self, batch: list[PublishState]) -> None:
+        """How many tokens the offered load fell behind its schedule because the publisher
+        was waiting for Redis' reply: for each conversation, the time it was due during such
+        waits, in token intervals (schedules do not catch up, so those tokens are never sent)."""
+        if self._on_held_back is None or self.delay_ms <= 0 or not self._stalls:
+            return  # with no delay there is no schedule to fall behind
+        stalls = self._stalls
+        waited = 0.0
+        for s in batch:
+            for sent, replied in reversed(stalls):
+                if replied <= s.due:
+                    break
+                waited += replied - max(sent, s.due)
+        if waited <= 0:
+            return
+        self._held_back += waited / (self.delay_ms * 1.25 / 1000.0)  # the mean interval
+        whole = int(self._held_back)
+        if whole:
+            self._held_back -= whole
+            self._on_held_back(whole)
+
+    def waiting_s(self) -> float | None:
+        """How long the pipeline in flight has waited for Redis' reply (None: none is)."""
+        since = self._in_flight_since
+        return None if since is None else asyncio.get_running_loop().time() - since
+
+    def _replied(self, sent: float, replied: float) -> None:
+        self._in_flight_since = None
+        self._replied_at = replied
+        if replied - sent > STALL_S:
+            self._stalls.append((sent, replied))
 
     async def _publish(self, batch: list[PublishState], now: float) -> None:
         pipe = self._client.pipeline(transaction=False)
@@ -155,15 +216,33 @@ class TokenPublisher:
                 "done": seq == s.total,
                 "timestamp": ts,
             }))
+        loop = asyncio.get_running_loop()
+        sent = self._in_flight_since = loop.time()
+        # Sent, not yet answered: a reader can receive them before the reply comes back, so
+        # the progress line counts them as published (see StatsSnapshot.tokens_in_flight).
+        self.in_flight = len(batch)
         try:
             receivers: list[Any] = await pipe.execute()
         except (RedisError, OSError) as e:
-            self._on_error(f"redis publish: {type(e).__name__}", len(batch))
-            retry = asyncio.get_running_loop().time() + RETRY_AFTER_ERROR_S
+            self.in_flight = 0
+            self._replied(sent, loop.time())
+            # publish_errors counts tokens, not attempts: a token retried ten times is one.
+            first_failures = 0
+            for s in batch:
+                if s.failed_seq != s.published + 1:
+                    s.failed_seq = s.published + 1
+                    first_failures += 1
+            if first_failures:
+                self._on_error(f"redis publish: {type(e).__name__}", first_failures)
+            retry = self._replied_at + RETRY_AFTER_ERROR_S
             for s in batch:  # the same sequences are tried again; nothing was published
                 s.due = retry
                 self._push(s)
             return
+        self.in_flight = 0
+        self._replied(sent, loop.time())
+        if self._on_round_trip is not None:
+            self._on_round_trip(self._replied_at - sent)
         unheard = 0
         for s, n in zip(batch, receivers, strict=True):
             s.published += 1

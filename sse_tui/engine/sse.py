@@ -10,7 +10,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["SSEEvent", "SSEParser"]
+__all__ = ["DEFAULT_MAX_EVENT_BYTES", "EventTooLarge", "SSEEvent", "SSEParser"]
+
+DEFAULT_MAX_EVENT_BYTES = 1024 * 1024
+
+
+class EventTooLarge(ValueError):
+    """One event (its data) or one line grew past the parser's cap; the stream is unusable."""
 
 _BOM = "\ufeff"
 
@@ -45,18 +51,27 @@ class SSEParser:
     __slots__ = (
         "_at_start",
         "_data",
+        "_data_len",
         "_event",
         "_pending",
         "_pending_cr",
+        "_pending_len",
         "_retry",
         "last_event_id",
+        "max_event_bytes",
         "retry_ms",
     )
 
-    def __init__(self) -> None:
+    def __init__(self, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> None:
         self.last_event_id: str | None = None  # the spec's "last event ID buffer"
         self.retry_ms: int | None = None  # the latest valid reconnection time
+        # What one unfinished line, or one event's data, may grow to before feed() raises
+        # EventTooLarge: beyond it nothing is buffered, so a server sending an endless
+        # line costs at most this much (plus one read).
+        self.max_event_bytes = max_event_bytes
         self._pending: list[bytes] = []  # pieces of a line with no terminator yet
+        self._pending_len = 0
+        self._data_len = 0  # characters of data in the event being built
         self._pending_cr = False  # last chunk ended in \r: drop a leading \n next
         self._at_start = True  # the BOM is only stripped at the very start
         self._event = ""
@@ -71,12 +86,16 @@ class SSEParser:
                 chunk = chunk[1:]
         if b"\n" not in chunk and b"\r" not in chunk:
             if chunk:
+                self._pending_len += len(chunk)
+                if self._pending_len > self.max_event_bytes:
+                    self._too_large(f"a line of more than {self.max_event_bytes} bytes")
                 self._pending.append(chunk)
             return []
         if self._pending:
             self._pending.append(chunk)
             chunk = b"".join(self._pending)
             self._pending = []
+            self._pending_len = 0
         if b"\r" in chunk:
             # A trailing \r already ends its line; remember it so that a \n
             # opening the next read is not taken for an extra blank line.
@@ -84,7 +103,11 @@ class SSEParser:
             chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         end = chunk.rfind(b"\n")
         if end + 1 < len(chunk):
-            self._pending.append(chunk[end + 1 :])
+            rest = chunk[end + 1 :]
+            if len(rest) > self.max_event_bytes:
+                self._too_large(f"a line of more than {self.max_event_bytes} bytes")
+            self._pending.append(rest)
+            self._pending_len = len(rest)
         # Terminators are ASCII, so everything before the last one holds only
         # whole UTF-8 characters and can be decoded in one call.
         text = chunk[:end].decode("utf-8", "replace")
@@ -94,10 +117,19 @@ class SSEParser:
                 text = text[1:]
         return self._interpret(text.split("\n"), received_ns)
 
+    def _too_large(self, what: str) -> None:
+        self._pending = []
+        self._pending_len = 0
+        self._data = []
+        self._data_len = 0
+        raise EventTooLarge(f"{what} (the cap is --max-event-bytes {self.max_event_bytes})")
+
     def _interpret(self, lines: list[str], received_ns: int) -> list[SSEEvent]:
         out: list[SSEEvent] = []
         event = self._event
         data = self._data
+        data_len = self._data_len
+        cap = self.max_event_bytes
         retry = self._retry
         last_id = self.last_event_id
         for line in lines:
@@ -116,6 +148,7 @@ class SSEParser:
                         )
                     )
                     data = []
+                    data_len = 0
                 event = ""
                 retry = None
                 continue
@@ -129,6 +162,9 @@ class SSEParser:
                 value = value[1:]
             if name == "data":
                 data.append(value)
+                data_len += len(value) + 1
+                if data_len > cap:
+                    self._too_large(f"an event of more than {cap} bytes")
             elif name == "event":
                 event = _intern_event_name(value)
             elif name == "id" and "\0" not in value:
@@ -138,6 +174,7 @@ class SSEParser:
             # Anything else (unknown field, NUL in id, bad retry) is ignored, per spec.
         self._event = event
         self._data = data
+        self._data_len = data_len
         self._retry = retry
         self.last_event_id = last_id
         return out

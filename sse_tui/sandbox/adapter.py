@@ -1,9 +1,10 @@
 """Reference SSE adapter: Redis pub/sub in, ``GET /stream/<id>`` Server-Sent Events out.
 
 Run as ``python -m sse_tui.sandbox.adapter --redis URL [--port 0] ...``; once it listens it
-prints exactly one line, ``LISTENING http://<host>:<port>``, to stdout.
+prints exactly one line, ``LISTENING http://<host>:<port>`` (https:// with ``--tls-cert``), to
+stdout.
 
-It speaks the wire contract of /work/shared/PROTOCOL.md, like the deployed adapter, except
+It speaks the wire contract of docs/protocol.md, like the deployed adapter, except
 that ``Last-Event-ID`` resume is correct (unless ``--resume-skip-bug``): every token of a
 conversation goes into a bounded history (``--history-size`` tokens, forgotten
 ``--history-ttl`` s after its done token or ``--idle-ttl`` s after the last activity,
@@ -36,6 +37,19 @@ in this order, and each fate is counted once in ``/stats``:
 - duplicated (``--dup-rate``): sent twice, back to back.
 - otherwise sent once.
 
+Three more fates reproduce the loss shapes of the real chain (docs/loss.md), each recorded
+as lost for the conversation (so no resume replays it) and counted in ``/stats``; they are
+checked first, right after resume_skipped:
+
+- first_lost (``--first-loss-rate``): a fresh stream (no Last-Event-ID) draws once whether
+  it loses the first token it is offered (the real adapter says ``: connected`` before its
+  NATS interest is in place).
+- gap_dropped (``--gap N``): a fresh stream loses N tokens in one run, from the 3rd token it
+  is offered (a bridge restart); the run stops short of the done token.
+- tail_withheld (``--tail-after N``): once a stream has sent N tokens it sends no more token,
+  the done token included, and stays open (a stream broken upstream); each withheld token is
+  counted, none is recorded as lost (a resume gets them).
+
 The done token is never faulted: a held-back token is flushed in order before it (not a
 reorder), then done is sent, always as the last event, and the response ends.
 
@@ -48,11 +62,13 @@ receives the rest from history. Every stream, resumed ones included, counts afre
 pipeline; order is kept. It is latency, not a fault, so it is not counted.
 
 ``/stats``: ``{"connections_total", "connections_active", "delivered", "injected":
-{"dropped", "duplicated", "reordered", "disconnects", "resume_skipped"}, "per_conversation":
+{"dropped", "duplicated", "reordered", "disconnects", "resume_skipped", "first_lost",
+"gap_dropped", "tail_withheld"}, "per_conversation":
 {id: {the first four keys}}, "invalid_messages"}`` where ``delivered`` counts
 token events written (both copies of a duplicate) and connections are ``/stream`` requests.
 So a client that reads every stream to its done token observes: missing = dropped +
-resume_skipped, duplicates = duplicated, out-of-order = reordered, ended-without-done =
+resume_skipped + first_lost + gap_dropped (and tail_withheld, which it waits for in vain),
+duplicates = duplicated, out-of-order = reordered, ended-without-done =
 disconnects, received token events = delivered. (Counting out-of-order as "below the highest
 sequence seen, first receipt"; a duplicate as "a sequence seen before".) The one way to break
 the equality is a client that hangs up by itself after reading k+1 of a reordered pair but
@@ -64,9 +80,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import hmac
 import logging
 import random
 import signal
+import ssl
 import sys
 from collections import deque
 from dataclasses import dataclass
@@ -134,9 +152,12 @@ class Counters:
         "disconnects",
         "dropped",
         "duplicated",
+        "first_lost",
         "from_redis",
+        "gap_dropped",
         "reordered",
         "resume_skipped",
+        "tail_withheld",
     )
 
     def __init__(self) -> None:
@@ -148,6 +169,9 @@ class Counters:
         self.reordered = 0
         self.disconnects = 0
         self.resume_skipped = 0
+        self.first_lost = 0
+        self.gap_dropped = 0
+        self.tail_withheld = 0
         # Tokens taken from Redis: a test waits on it instead of sleeping "long enough".
         self.from_redis = 0
 
@@ -163,6 +187,9 @@ class Counters:
                 "reordered": self.reordered,
                 "disconnects": self.disconnects,
                 "resume_skipped": self.resume_skipped,
+                "first_lost": self.first_lost,
+                "gap_dropped": self.gap_dropped,
+                "tail_withheld": self.tail_withheld,
             },
         }
 
@@ -316,6 +343,11 @@ class StreamSession:
         self.last_write = loop.time()
         self.closed = False
         self.resuming = last_event_id is not None
+        self.offered = 0  # non-done tokens offered to the fault pipeline
+        # Drawn only when the fault is on, so the other faults' draws stay as they were.
+        self.lose_first = (not self.resuming and faults.first_loss_rate > 0
+                           and self.rng.random() < faults.first_loss_rate)
+        self.gap_left = faults.gap if not self.resuming else 0
 
     def start(self) -> None:
         """Register, then say connected, then replay; all synchronous, so nothing slips between."""
@@ -353,6 +385,10 @@ class StreamSession:
         sequence, done, _ = token
         if self.closed or sequence <= self.floor:
             return
+        tail = self.faults.tail_after
+        if tail and self.tokens_sent >= tail:
+            self._count("tail_withheld")
+            return
         if done:
             if self.held is not None:
                 self._send(self.held)
@@ -365,6 +401,8 @@ class StreamSession:
             self.conv.lost.add(sequence)
             self.counters.resume_skipped += 1
             self.total.resume_skipped += 1
+            return
+        if self._lost_by_shape(sequence):
             return
         if self.held is not None:
             held, self.held = self.held, None
@@ -389,6 +427,26 @@ class StreamSession:
             self.counters.duplicated += 1
             self.total.duplicated += 1
         self._check_disconnect()
+
+    def _lost_by_shape(self, sequence: int) -> bool:
+        """The first-token race and the gap (see the module docstring)."""
+        self.offered += 1
+        if self.lose_first and self.offered == 1:
+            self._lose(sequence, "first_lost")
+            return True
+        if self.gap_left and self.offered >= 3:
+            self.gap_left -= 1
+            self._lose(sequence, "gap_dropped")
+            return True
+        return False
+
+    def _lose(self, sequence: int, counter: str) -> None:
+        self.conv.lost.add(sequence)
+        self._count(counter)
+
+    def _count(self, counter: str) -> None:
+        for c in (self.counters, self.total):
+            setattr(c, counter, getattr(c, counter) + 1)
 
     def _may_hold(self) -> bool:
         # The pair (k+1, k) must end before the disconnect point, so the stream's last event
@@ -516,6 +574,14 @@ class HttpConnection(asyncio.Protocol):
         else:
             self._route(request)
 
+    def _authorized(self, request: Request) -> bool:
+        """--require-header: streams are served only to requests that carry it."""
+        required = self.app.required_header
+        if required is None:
+            return True
+        name, value = required
+        return hmac.compare_digest(request.headers.get(name.lower(), "").encode(), value.encode())
+
     def _route(self, request: Request) -> None:
         path = request.path.split("?", 1)[0]
         if request.method != "GET":
@@ -524,6 +590,8 @@ class HttpConnection(asyncio.Protocol):
             self._reply("200 OK", b"ok", _TEXT)
         elif path == "/stats":
             self._reply("200 OK", orjson.dumps(self.app.stats.as_dict()), "application/json")
+        elif (path == "/stream" or path.startswith("/stream/")) and not self._authorized(request):
+            self._reply("401 Unauthorized", b"missing or wrong authorization header\n")
         elif path == "/stream" or path.startswith("/stream/"):
             conversation_id = unquote(path[len("/stream/") :])
             if not conversation_id:
@@ -584,7 +652,11 @@ class Adapter:
         hub_config: HubConfig,
         faults: FaultConfig,
         keepalive_s: float,
+        tls: ssl.SSLContext | None = None,
+        required_header: tuple[str, str] | None = None,
     ) -> None:
+        self.tls = tls  # serve HTTPS with it (--tls-cert/--tls-key)
+        self.required_header = required_header  # (name, value) a stream request must carry
         self.redis_url = redis_url
         self.hub_config = hub_config
         self.faults = faults
@@ -604,10 +676,12 @@ class Adapter:
             waiter.cancel()
             pump.result()  # raises the reason
         server = await self.loop.create_server(
-            lambda: HttpConnection(self), host, port, backlog=1024, reuse_address=True
+            lambda: HttpConnection(self), host, port, backlog=1024, reuse_address=True,
+            ssl=self.tls,
         )
         bound_port = server.sockets[0].getsockname()[1]
-        sys.stdout.write(f"LISTENING http://{host}:{bound_port}\n")
+        scheme = "https" if self.tls is not None else "http"
+        sys.stdout.write(f"LISTENING {scheme}://{host}:{bound_port}\n")
         sys.stdout.flush()
         sweeper = asyncio.create_task(self._sweep_forever(), name="sweeper")
         try:
@@ -684,6 +758,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--history-size", type=int, default=10_000, help="tokens kept per conversation")
     p.add_argument("--history-ttl", type=float, default=30.0, help="s kept after the done token")
     p.add_argument("--idle-ttl", type=float, default=600.0, help="s kept after the last activity")
+    p.add_argument("--tls-cert", default="", help="serve HTTPS with this certificate (PEM)")
+    p.add_argument("--tls-key", default="", help="the private key of --tls-cert")
+    p.add_argument("--require-header", default="", metavar="'NAME: VALUE'",
+                   help="answer 401 to stream requests without this header (auth tests)")
     f = p.add_argument_group("fault injection (see the module docstring for exact semantics)")
     f.add_argument("--drop-rate", type=_rate, default=0.0)
     f.add_argument("--dup-rate", type=_rate, default=0.0)
@@ -692,6 +770,12 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--disconnect-after", type=int, default=0, help="0 = never")
     f.add_argument("--resume-skip-bug", action="store_true")
     f.add_argument("--seed", type=int, default=1)
+    f.add_argument("--first-loss-rate", type=_rate, default=0.0,
+                   help="share of fresh streams that lose their first token")
+    f.add_argument("--gap", type=int, default=0,
+                   help="tokens a fresh stream loses in one run, from its 3rd; 0 = never")
+    f.add_argument("--tail-after", type=int, default=0,
+                   help="a stream withholds every token after this many; 0 = never")
     p.add_argument("--log-level", default="WARNING")
     return p
 
@@ -705,6 +789,9 @@ def faults_from_args(args: argparse.Namespace) -> FaultConfig:
         disconnect_after=args.disconnect_after,
         resume_skip_bug=args.resume_skip_bug,
         seed=args.seed,
+        first_loss_rate=args.first_loss_rate,
+        gap=args.gap,
+        tail_after=args.tail_after,
     )
 
 
@@ -723,8 +810,27 @@ async def run(args: argparse.Namespace) -> None:
         ),
         faults=faults_from_args(args),
         keepalive_s=args.keepalive,
+        tls=_server_tls(args.tls_cert, args.tls_key),
+        required_header=_required_header(args.require_header),
     )
     await adapter.serve(args.host, args.port, stop)
+
+
+def _server_tls(cert: str, key: str) -> ssl.SSLContext | None:
+    if not cert:
+        return None
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key or None)
+    return ctx
+
+
+def _required_header(text: str) -> tuple[str, str] | None:
+    if not text:
+        return None
+    name, colon, value = text.partition(":")
+    if not colon or not name.strip():
+        raise ValueError(f"--require-header wants 'Name: value', got {text[:20]!r}")
+    return name.strip(), value.strip()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import os
 import selectors
+import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -22,6 +24,7 @@ from typing import IO, Any, Self
 import orjson
 
 from sse_tui.sandbox.redis_server import RedisServer, spawn_child, stop_child
+from sse_tui.sandbox.tls import SandboxTLSError, make_self_signed
 
 _ADAPTER_START_TIMEOUT_S = 10.0
 _LISTENING_PREFIX = b"LISTENING "
@@ -42,9 +45,16 @@ class FaultConfig:
     disconnect_after: int = 0
     resume_skip_bug: bool = False
     seed: int = 1
+    # The loss shapes of the real chain (docs/loss.md), each counted exactly in /stats:
+    first_loss_rate: float = 0.0  # share of fresh streams that lose their first token
+    gap: int = 0  # tokens a fresh stream loses in one run, from the 3rd it is offered
+    tail_after: int = 0  # a stream goes silent (and stays open) after this many tokens
 
     def __post_init__(self) -> None:
-        for name in ("drop_rate", "dup_rate", "reorder_rate"):
+        if self.gap < 0 or self.tail_after < 0:
+            raise ValueError(f"gap and tail_after must be >= 0 (0 = off), got "
+                             f"{self.gap} and {self.tail_after}")
+        for name in ("drop_rate", "dup_rate", "reorder_rate", "first_loss_rate"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be within [0, 1], got {value}")
@@ -65,6 +75,9 @@ class FaultConfig:
             or self.delay_ms
             or self.disconnect_after
             or self.resume_skip_bug
+            or self.first_loss_rate
+            or self.gap
+            or self.tail_after
         )
 
     def to_args(self) -> list[str]:
@@ -76,6 +89,9 @@ class FaultConfig:
             "--delay-ms", repr(self.delay_ms),
             "--disconnect-after", str(self.disconnect_after),
             "--seed", str(self.seed),
+            "--first-loss-rate", repr(self.first_loss_rate),
+            "--gap", str(self.gap),
+            "--tail-after", str(self.tail_after),
         ]  # fmt: skip
         if self.resume_skip_bug:
             args.append("--resume-skip-bug")
@@ -90,9 +106,19 @@ class Sandbox:
         faults: FaultConfig | None = None,
         channel_prefix: str = "llm:tokens:",
         keepalive_s: float = 15.0,
+        tls: bool = False,
+        require_header: str = "",
     ) -> None:
         if keepalive_s <= 0:
             raise ValueError(f"keepalive_s must be > 0, got {keepalive_s}")
+        # tls: the adapter serves https:// with a self-signed certificate made at start,
+        # which is its own CA file (`ca_file`, for --cacert).
+        self.tls = tls
+        self.ca_file: str | None = None
+        self._tls_dir: str | None = None
+        self._tls_key = ""
+        # 'Name: value' that stream requests must carry (else 401): for auth header tests.
+        self.require_header = require_header
         self.faults = faults or FaultConfig()
         self.channel_prefix = channel_prefix
         self.keepalive_s = keepalive_s
@@ -137,21 +163,24 @@ class Sandbox:
             return self
         try:
             self._redis = RedisServer().start()
+            if self.tls:
+                self._make_certificate()
             self._start_adapter(self._redis.url)
         except BaseException:
             self.stop()
             raise
         return self
 
-    def _start_adapter(self, redis_url: str) -> None:
+    def _start_adapter(self, redis_url: str, port: int = 0) -> None:
         args = [
             sys.executable, "-m", "sse_tui.sandbox.adapter",
             "--redis", redis_url,
             "--host", "127.0.0.1",
-            "--port", "0",
+            "--port", str(port),
             "--channel-prefix", self.channel_prefix,
             "--keepalive", repr(self.keepalive_s),
             *self.faults.to_args(),
+            *self._tls_and_auth_args(),
         ]  # fmt: skip
         # stderr goes to a file, not a pipe: nobody reads it while things go well, and a full
         # pipe would block the adapter. On a crash its tail becomes the error message.
@@ -175,6 +204,39 @@ class Sandbox:
         self._adapter_stderr.seek(0)
         return self._adapter_stderr.read()[-2000:].decode(errors="replace").strip()
 
+    def _make_certificate(self) -> None:
+        self._tls_dir = tempfile.mkdtemp(prefix="sse-tui-tls-")
+        try:
+            cert, key = make_self_signed(self._tls_dir)
+        except SandboxTLSError as e:
+            raise SandboxError(str(e)) from None
+        self.ca_file, self._tls_key = str(cert), str(key)
+
+    def _tls_and_auth_args(self) -> list[str]:
+        args: list[str] = []
+        if self.ca_file is not None:
+            args += ["--tls-cert", self.ca_file, "--tls-key", self._tls_key]
+        if self.require_header:
+            args += ["--require-header", self.require_header]
+        return args
+
+    def restart_adapter(self, down_s: float) -> None:
+        """Kill the adapter, keep it down for `down_s` seconds, start it again on the same
+        port (a pod restart): its streams break, connects are refused meanwhile, and its
+        memory (the resume history) is gone. Blocks for the whole time."""
+        if self._adapter is None or self._redis is None or self._sse_url is None:
+            raise SandboxError("Sandbox is not started; call start() first")
+        port = int(self._sse_url.rsplit(":", 1)[1].split("/", 1)[0])
+        self._adapter.kill()  # no graceful close: the streams break as in a crash
+        self._adapter.wait(timeout=10)
+        if self._adapter.stdout is not None:
+            self._adapter.stdout.close()
+        if self._adapter_stderr is not None:
+            self._adapter_stderr.close()
+        self._adapter = self._adapter_stderr = None
+        time.sleep(down_s)
+        self._start_adapter(self._redis.url, port)
+
     def stop(self) -> None:
         if self._adapter is not None:
             stop_child(self._adapter)
@@ -188,6 +250,9 @@ class Sandbox:
             self._redis.stop()
             self._redis = None
         self._sse_url = None
+        if self._tls_dir is not None:
+            shutil.rmtree(self._tls_dir, ignore_errors=True)
+            self._tls_dir = self.ca_file = None
 
     def __enter__(self) -> Self:
         return self.start()
@@ -204,7 +269,9 @@ class Sandbox:
 
     def adapter_stats(self, timeout_s: float = 5.0) -> dict[str, Any]:
         """The adapter's ``/stats``: deliveries and every injected fault, overall and per id."""
-        with urllib.request.urlopen(f"{self.sse_url}/stats", timeout=timeout_s) as response:
+        tls = ssl.create_default_context(cafile=self.ca_file) if self.ca_file else None
+        with urllib.request.urlopen(f"{self.sse_url}/stats", timeout=timeout_s,
+                                    context=tls) as response:
             stats: dict[str, Any] = orjson.loads(response.read())
         return stats
 
@@ -247,7 +314,8 @@ def _describe_exit(proc: subprocess.Popen[bytes]) -> str:
 # --- the `sse-tui sandbox` command -------------------------------------------------------------
 
 
-def run_sandbox(channel_prefix: str = "llm:tokens:", faults: FaultConfig | None = None) -> int:
+def run_sandbox(channel_prefix: str = "llm:tokens:", faults: FaultConfig | None = None, *,
+                tls: bool = False) -> int:
     """Run the stack in the foreground until Ctrl-C or SIGTERM; returns the exit code."""
     stop = threading.Event()
 
@@ -256,7 +324,7 @@ def run_sandbox(channel_prefix: str = "llm:tokens:", faults: FaultConfig | None 
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        with Sandbox(faults=faults, channel_prefix=channel_prefix) as sandbox:
+        with Sandbox(faults=faults, channel_prefix=channel_prefix, tls=tls) as sandbox:
             _print_banner(sandbox)
             while not stop.wait(0.5):
                 sandbox.check_alive()
@@ -279,7 +347,8 @@ def _print_banner(sandbox: Sandbox) -> None:
     lines += [
         "",
         "In another terminal:",
-        f"  sse-tui --redis {sandbox.redis_address} --sse {sandbox.sse_url} -c 5 -t 50",
+        f"  sse-tui --redis {sandbox.redis_address} --sse {sandbox.sse_url} -c 5 -t 50"
+        + (f" --cacert {sandbox.ca_file}" if sandbox.ca_file else ""),
     ]
     print("\n".join(lines), flush=True)
 

@@ -14,7 +14,7 @@ import os
 import threading
 from collections import deque
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 
 LOG_ENV = "SSE_TUI_LOG"
 
@@ -68,6 +68,9 @@ def captured_logging(handler: MemoryLogHandler) -> Iterator[MemoryLogHandler]:
     path = os.environ.get(LOG_ENV)
     if path:
         file_handler = logging.FileHandler(path, encoding="utf-8")
+        with suppress(OSError):  # private, like every file sse-tui writes (not /dev/stderr)
+            if os.path.isfile(path):
+                os.chmod(path, 0o600)
         file_handler.setFormatter(
             logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
         )

@@ -10,13 +10,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import functools
 import ssl
 import time
 from collections import deque
 from urllib.parse import unquote, urlsplit
 
-from sse_tui.engine.sse import SSEEvent, SSEParser
+from sse_tui.credentials import redact_url
+from sse_tui.engine.sse import DEFAULT_MAX_EVENT_BYTES, EventTooLarge, SSEEvent, SSEParser
 from sse_tui.engine.transport.base import (
     ERROR_BODY_BYTES,
     ERROR_BODY_WAIT_S,
@@ -25,6 +25,8 @@ from sse_tui.engine.transport.base import (
     StreamHTTPError,
     is_event_stream,
 )
+from sse_tui.engine.transport.config import StreamConfig
+from sse_tui.engine.transport.tls import TLSSetupError, client_context, describe_tls_error
 
 _CLOSE_WAIT_S = 1.0
 _MAX_HEAD_BYTES = 64 * 1024
@@ -35,18 +37,13 @@ _PAUSE_AT_EVENTS = 1024
 _RESUME_AT_EVENTS = 256
 
 
-@functools.cache
-def _ssl_context() -> ssl.SSLContext:
-    # Loading the CA store costs milliseconds; one context serves every stream.
-    return ssl.create_default_context()
-
-
 class _Request:
     """Where to connect and the exact request bytes to send."""
 
     __slots__ = ("host", "port", "raw", "use_tls")
 
-    def __init__(self, url: str, last_event_id: str | None) -> None:
+    def __init__(self, url: str, last_event_id: str | None,
+                 headers: tuple[tuple[str, str], ...] = ()) -> None:
         parts = urlsplit(url)
         scheme = parts.scheme.lower()
         if scheme not in ("http", "https") or not parts.hostname:
@@ -78,6 +75,8 @@ class _Request:
             lines.append("Authorization: Basic " + base64.b64encode(creds.encode()).decode())
         if last_event_id:
             lines.append(f"Last-Event-ID: {last_event_id}")
+        # --header: checked when read (a token name, no CR/LF/NUL in the value).
+        lines += [f"{name}: {value}" for name, value in headers]
         self.raw = ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 
@@ -220,7 +219,8 @@ class _RawSSEStream(asyncio.Protocol):
     actually suspended in ``__anext__``, so a busy stream creates no futures.
     """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, url: str) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, url: str,
+                 max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> None:
         self.url = url
         self.comments_visible = True
         self.status = 0
@@ -230,12 +230,14 @@ class _RawSSEStream(asyncio.Protocol):
         self._head_buf: bytearray | None = bytearray()  # None once the head is parsed
         self._head_done: asyncio.Future[None] = loop.create_future()
         self._body: _Body = _UntilCloseBody()
-        self._parser = SSEParser()
+        self._parser = SSEParser(max_event_bytes)
         self._events: deque[SSEEvent] = deque()
         self._waiter: asyncio.Future[None] | None = None
         self._paused = False
         self._eof = False  # no more events will be added
-        self._error: StreamError | None = None
+        # Raised to the reader once the events before it are read: a StreamError, or
+        # EventTooLarge (an event past the cap; nothing beyond the cap was buffered).
+        self._error: StreamError | EventTooLarge | None = None
         self._closed_by_us = False
         self._connection_lost: asyncio.Future[None] = loop.create_future()
         # For non-200 responses: the start of the body, for the error message.
@@ -244,18 +246,25 @@ class _RawSSEStream(asyncio.Protocol):
 
     @classmethod
     async def open(
-        cls, url: str, last_event_id: str | None, connect_timeout: float
+        cls, url: str, last_event_id: str | None, connect_timeout: float,
+        max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES, config: StreamConfig | None = None,
     ) -> _RawSSEStream:
-        request = _Request(url, last_event_id)
+        config = config or StreamConfig()
+        request = _Request(url, last_event_id, config.headers)
+        try:
+            tls = client_context(config.tls) if request.use_tls else None
+        except TLSSetupError as exc:
+            raise StreamError(str(exc), retryable=False) from None
+        url = redact_url(url)  # from here on the URL is only shown: no password in it
         loop = asyncio.get_running_loop()
-        stream = cls(loop, url)
+        stream = cls(loop, url, max_event_bytes)
         try:
             async with asyncio.timeout(connect_timeout):
                 await loop.create_connection(
                     lambda: stream,
                     request.host,
                     request.port,
-                    ssl=_ssl_context() if request.use_tls else None,
+                    ssl=tls,
                     server_hostname=request.host if request.use_tls else None,
                 )
                 stream._send(request.raw)
@@ -281,6 +290,10 @@ class _RawSSEStream(asyncio.Protocol):
         return stream
 
     # ---- consumer side
+
+    @property
+    def retry_ms(self) -> int | None:
+        return self._parser.retry_ms
 
     def __aiter__(self) -> _RawSSEStream:
         return self
@@ -330,6 +343,8 @@ class _RawSSEStream(asyncio.Protocol):
                 self._on_body_bytes(data, now_ns)
         except _BodyError as exc:
             self._fail(StreamError(f"GET {self.url}: malformed HTTP response: {exc}"))
+        except EventTooLarge as exc:
+            self._fail(exc)  # and stop reading: the rest of that event is never buffered
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
@@ -412,7 +427,7 @@ class _RawSSEStream(asyncio.Protocol):
             raise StreamConnectError(f"GET {self.url}: connection closed before the request")
         self._transport.write(data)
 
-    def _fail(self, error: StreamError) -> None:
+    def _fail(self, error: StreamError | EventTooLarge) -> None:
         if not self._head_done.done():
             self._head_done.set_exception(error)
         elif not self._eof:
@@ -444,10 +459,8 @@ class _RawSSEStream(asyncio.Protocol):
 def _connect_error_message(url: str, exc: OSError) -> str:
     if isinstance(exc, ConnectionRefusedError):
         hint = "connection refused; is the adapter running / the port-forward up?"
-    elif isinstance(exc, ssl.SSLCertVerificationError):
-        hint = f"TLS certificate rejected ({exc.verify_message}); use http:// or a trusted cert"
     elif isinstance(exc, ssl.SSLError):
-        hint = f"TLS handshake failed ({exc}); is the port really https?"
+        hint = describe_tls_error(exc) or f"TLS handshake failed ({exc})"
     else:
         hint = f"{exc.strerror or exc}; check the host name and port"
     return f"GET {url}: {hint}"

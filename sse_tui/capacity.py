@@ -1,0 +1,26 @@
+"""Can one generator process hold the conversations asked for? Checked before a run starts.
+
+`-c 10000000` used to build ten million conversations in one go with the loop blocked (no
+Ctrl-C, no SIGTERM) until memory ran out. Each conversation costs ~2-3 KB here and, when it
+reads a stream, a socket; past MAX_CONVERSATIONS a single process is the wrong tool, and the
+answer is more generator processes (the Indexed Job), said up front.
+
+The engine opens conversations in batches that yield (LoadEngine._fill), so sizes below the
+limit never block the loop either; a live change past it is capped there.
+"""
+
+from __future__ import annotations
+
+from sse_tui.settings import Settings, UsageError
+
+MAX_CONVERSATIONS = 1_000_000
+
+
+def check_capacity(settings: Settings) -> None:
+    """Raise UsageError (one line, exit 2) when the run cannot fit in this process."""
+    n = settings.conversations
+    if n > MAX_CONVERSATIONS:
+        raise UsageError(
+            f"-c {n} is more conversations than one generator process can hold (at most "
+            f"{MAX_CONVERSATIONS:,}, ~3 KB of memory each); split the load over several "
+            "processes (deploy/k8s/indexed-job.yaml) and combine them with sse-tui merge")
