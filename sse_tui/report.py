@@ -367,7 +367,7 @@ def phase_dict(p: PhaseStats) -> dict[str, Any]:
 
 
 def summary_dict(snap: StatsSnapshot) -> dict[str, Any]:
-    """The `--json` summary. Keys are documented in the README."""
+    """The `--json` summary. Keys are documented in docs/json.md."""
     t = snap.total
     out: dict[str, Any] = {
         "schema": JSON_SCHEMA_VERSION,

@@ -138,7 +138,7 @@ def test_a_summarized_histogram_pickles_as_its_summary() -> None:
 
 # -- the counters: one dataclass that recorder, snapshot, total, JSON and merge all iterate --
 
-# The counter keys of JSON schema 1, in order (the README's table); new counters may be added
+# The counter keys of JSON schema 1, in order (docs/json.md); new counters may be added
 # among them, but these keep their order.
 SCHEMA_1_COUNTER_KEYS = [
     "tokens_published", "tokens_received", "tokens_unheard", "publish_errors",
