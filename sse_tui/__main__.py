@@ -76,8 +76,8 @@ def _run_tui(options: CliOptions, settings: Settings, follow_redis: bool) -> int
     from sse_tui.engine.process import EngineProcess
     from sse_tui.tui.app import run_tui
 
-    # The engine runs in a process of its own: sharing the UI's GIL, a repaint showed up
-    # as up to 100 ms of latency in the engine's measurements.
+    # The engine runs in a process of its own: sharing the UI's GIL, a repaint would show
+    # up as latency in the engine's measurements (docs/architecture.md).
     handle = EngineProcess(settings, follow_redis=follow_redis)
     try:
         return run_tui(handle, config_path=options.config_path, json_path=options.json_path)

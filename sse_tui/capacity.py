@@ -1,8 +1,8 @@
 """Can one generator process hold the conversations asked for? Checked before a run starts.
 
 `-c 10000000` used to build ten million conversations in one go with the loop blocked (no
-Ctrl-C, no SIGTERM) until memory ran out. Each conversation costs ~2-3 KB here and, when it
-reads a stream, a socket; past MAX_CONVERSATIONS a single process is the wrong tool, and the
+Ctrl-C, no SIGTERM) until memory ran out. Each conversation costs memory and, when it reads
+a stream, a socket; past MAX_CONVERSATIONS a single process is the wrong tool, and the
 answer is more generator processes (the Indexed Job), said up front.
 
 The engine opens conversations in batches that yield (LoadEngine._fill), so sizes below the
@@ -22,5 +22,5 @@ def check_capacity(settings: Settings) -> None:
     if n > MAX_CONVERSATIONS:
         raise UsageError(
             f"-c {n} is more conversations than one generator process can hold (at most "
-            f"{MAX_CONVERSATIONS:,}, ~3 KB of memory each); split the load over several "
+            f"{MAX_CONVERSATIONS:,}); split the load over several "
             "processes (deploy/k8s/indexed-job.yaml) and combine them with sse-tui merge")

@@ -1,8 +1,8 @@
 """`EngineProcess`: the engine in a child process, driven through `EngineHandle`.
 
 A thread of its own is not enough for the engine under a TUI: both threads share one GIL,
-and at 200x60 with 100 conversations the UI's work showed up as 100 ms of event-loop lag
-(and 10x the latency p99) in the engine. In its own process the engine has its own GIL.
+so the UI's repaints show up as event-loop lag, and so as latency, in the engine's figures.
+In its own process the engine has its own GIL.
 
 Nothing here makes the caller wait on the child, so a UI over it stays live however busy
 (or stopped) the engine is:
@@ -17,8 +17,8 @@ Nothing here makes the caller wait on the child, so a UI over it stays live howe
   snapshot; `commands_in_flight` says how many the latest snapshot does not show yet.
 - `settings` is the latest snapshot's: the engine's one copy, none kept on this side.
 
-Histograms pickle as the non-zero span of their counts, so a snapshot is a few hundred KB
-at most.
+Histograms pickle in HdrHistogram's compressed encoding (sse_tui/hdr.py), and ended
+phases as their summaries alone, so a snapshot stays small however long the run.
 """
 
 from __future__ import annotations
