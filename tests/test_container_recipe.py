@@ -22,6 +22,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.test_wheel import check_demo_on_a_terminal
+
 REPO = Path(__file__).resolve().parent.parent
 DOCKERFILE = REPO / "Dockerfile"
 DOCKERIGNORE = REPO / ".dockerignore"
@@ -274,6 +276,7 @@ def image_env(venv: Path, stages: list[Stage]) -> dict[str, str]:
     return env
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_replayed_image_answers_help(built_venv: Path, stages: list[Stage]) -> None:
     entrypoint = json.loads(stages[-1].all("ENTRYPOINT")[-1])
@@ -295,6 +298,17 @@ def test_replayed_image_answers_help(built_venv: Path, stages: list[Stage]) -> N
         timeout=120,
     )
     assert check.returncode == 0, check.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_replayed_image_shows_the_live_monitor_on_a_terminal(
+    built_venv: Path, stages: list[Stage], tmp_path: Path
+) -> None:
+    """`kubectl run -it … --image=sse-tui` gives the entrypoint a terminal: the live monitor
+    must come up from what the image installed (it once died on a missing stylesheet)."""
+    entrypoint = json.loads(stages[-1].all("ENTRYPOINT")[-1])
+    check_demo_on_a_terminal(entrypoint, tmp_path, env=image_env(built_venv, stages))
 
 
 @pytest.mark.timeout(900)

@@ -109,14 +109,16 @@ def test_the_installed_package_is_the_wheel_not_the_checkout(installed: Path,
 class Terminal:
     """A program on a pseudo-terminal, its screen kept by a VT emulator."""
 
-    def __init__(self, argv: list[str], cwd: Path) -> None:
+    def __init__(self, argv: list[str], cwd: Path, env: dict[str, str] | None = None) -> None:
         self.screen = pyte.Screen(COLUMNS, LINES)
         self.stream = pyte.ByteStream(self.screen)
         self.raw = bytearray()
         master, slave = pty.openpty()
         ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", LINES, COLUMNS, 0, 0))
-        env = _clean_env()
-        env.update(TERM="xterm-256color", COLUMNS=str(COLUMNS), LINES=str(LINES))
+        if env is None:
+            env = _clean_env()
+            env["TERM"] = "xterm-256color"
+        env = {**env, "COLUMNS": str(COLUMNS), "LINES": str(LINES)}
         self.proc = subprocess.Popen(
             argv, cwd=cwd, env=env, stdin=slave, stdout=slave, stderr=slave,
             start_new_session=True, close_fds=True,
@@ -183,8 +185,15 @@ def _published(screen: str) -> int:
 @pytest.mark.timeout(900)
 def test_demo_shows_the_live_monitor_from_the_installed_wheel(installed: Path,
                                                               tmp_path: Path) -> None:
-    term = Terminal([str(installed / "bin" / "sse-tui"), "--demo", "-c", "3", "-t", "1000",
-                     "-d", "10", "--duration", "60s"], cwd=tmp_path)
+    check_demo_on_a_terminal([str(installed / "bin" / "sse-tui")], tmp_path)
+
+
+def check_demo_on_a_terminal(command: list[str], cwd: Path,
+                             env: dict[str, str] | None = None) -> None:
+    """`COMMAND --demo` on a terminal shows the live monitor with tokens flowing, quits on
+    `q` with status 0 and prints the summary to the normal screen."""
+    term = Terminal([*command, "--demo", "-c", "3", "-t", "1000", "-d", "10",
+                     "--duration", "60s"], cwd=cwd, env=env)
     try:
         screen = term.wait_for(
             lambda s: all(t in s for t in ("Producer", "Latency", "Consumers")),
