@@ -144,3 +144,8 @@ async def _report(engine: LoadEngine, interval_s: float, out: Lines) -> None:
             if warning and warning != last.get(source):
                 out.print(f"WARNING: {warning}")
             last[source] = warning
+        # Negative latencies: said once when they start (the count in it grows every
+        # second); the final summary repeats it with the run's figures.
+        if snap.clock_warning and not last.get("clock"):
+            out.print(f"WARNING: {snap.clock_warning}")
+        last["clock"] = snap.clock_warning

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from sse_tui.engine.clock import negative_warning
 from sse_tui.engine.stats import LatencyHistogram
 from sse_tui.files import WriteError, check_writable
 from sse_tui.report import counters_from_json, format_summary, write_json
@@ -28,9 +29,10 @@ from sse_tui.snapshot import (
     StatsSnapshot,
 )
 
-_HISTOGRAMS = ("latency", "connect", "first_token", "itl", "publish_rtt", "establish")
+_HISTOGRAMS = ("latency", "connect", "first_token", "itl", "publish_rtt", "establish",
+               "negative_latency")
 # Summaries written before a histogram existed lack it: it merges as empty.
-_OPTIONAL_HISTOGRAMS = frozenset({"publish_rtt", "establish"})
+_OPTIONAL_HISTOGRAMS = frozenset({"publish_rtt", "establish", "negative_latency"})
 
 
 class _Malformed(Exception):
@@ -150,7 +152,8 @@ def merge(summaries: Sequence[dict[str, Any]]) -> StatsSnapshot:
         conversations=settings.conversations, delay_ms=settings.delay_ms, elapsed_s=elapsed,
         errors=dict(errors), latency=frozen["latency"], connect=frozen["connect"],
         first_token=frozen["first_token"], itl=frozen["itl"], publish_rtt=frozen["publish_rtt"],
-        establish=frozen["establish"], error_examples=_error_examples(summaries))
+        establish=frozen["establish"], error_examples=_error_examples(summaries),
+        negative_latency=frozen["negative_latency"])
     warnings = [f"{s['settings'].get('run_id')}: {s['self']['warning']}"
                 for s in summaries if s.get("self", {}).get("warning")]
     failed = [f"{s['settings'].get('run_id')}: {s['fatal_error']}"
@@ -161,7 +164,7 @@ def merge(summaries: Sequence[dict[str, Any]]) -> StatsSnapshot:
         elapsed_s=elapsed, remaining_s=None, phase_index=0, phases=(), total=total,
         conversations=(), conversations_live=0,
         health=SelfHealth(empty, empty, 0.0, "; ".join(warnings) or None),
-        fatal_error="; ".join(failed) or None)
+        fatal_error="; ".join(failed) or None, clock_warning=negative_warning(total))
 
 
 class _Parser(argparse.ArgumentParser):

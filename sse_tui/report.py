@@ -116,6 +116,7 @@ def format_summary(snap: StatsSnapshot) -> str:
     redis = redis_verdict(t, generator_overloaded=snap.health.overloaded_windows > 0)
     if redis:
         rows.append(f"WARNING: {redis}")
+    rows.extend(_clock_rows(snap))
     if len(snap.phases) > 1:
         rows.append("")
         rows.append("Phases:")
@@ -133,6 +134,18 @@ def format_summary(snap: StatsSnapshot) -> str:
         rows.append("")
         rows.append(f"FAILED: {snap.fatal_error}")
     return "\n".join(rows) + "\n"
+
+
+def _clock_rows(snap: StatsSnapshot) -> list[str]:
+    """The producer's clock: its estimated offset (consumer with --redis), negative latencies."""
+    rows = []
+    c = snap.clock
+    if c is not None:
+        rows.append(f"Clock offset:         producer {c.offset_ms:+.3f} ms ± {c.error_ms:.3f} ms "
+                    "against this host (via Redis TIME); publish timestamps corrected")
+    if snap.clock_warning:
+        rows.append(f"WARNING: {snap.clock_warning}")
+    return rows
 
 
 def _loss_rows(t: PhaseStats) -> list[str]:
@@ -343,7 +356,7 @@ def counters_from_json(d: Mapping[str, Any]) -> Counters:
 
 
 def phase_dict(p: PhaseStats) -> dict[str, Any]:
-    return {
+    out = {
         "index": p.index,
         "label": p.label,
         "started_s": round(p.started_s, 3),
@@ -364,6 +377,21 @@ def phase_dict(p: PhaseStats) -> dict[str, Any]:
         # Keys added since schema 1 go last.
         "publish_rtt_ms": _hist(p.publish_rtt),
     }
+    out["clock"] = out.pop("clock")  # a counter group added since schema 1: last, too
+    return out
+
+
+def clock_dict(snap: StatsSnapshot) -> dict[str, Any]:
+    """The JSON `clock` object: negative latencies and the producer's estimated offset
+    (null unless a consumer with --redis estimated it; see sse_tui.engine.clock)."""
+    t, c = snap.total, snap.clock
+    return {
+        "negative_latencies": t.negative_latencies,
+        "negative_ms": _hist(t.negative_latency),
+        "offset_ms": None if c is None else round(c.offset_ms, 3),
+        "error_ms": None if c is None else round(c.error_ms, 3),
+        "corrected": c is not None and c.corrected,
+    }
 
 
 def summary_dict(snap: StatsSnapshot) -> dict[str, Any]:
@@ -381,6 +409,7 @@ def summary_dict(snap: StatsSnapshot) -> dict[str, Any]:
                 "delay_ms"):
         total.pop(key)
     publish_rtt = total.pop("publish_rtt_ms")  # after the schema-1 keys, below
+    total.pop("clock")  # the total's is fuller: clock_dict, below
     out.update(total)
     out["phases"] = [phase_dict(p) for p in snap.phases]
     out["self"] = self_dict(snap)
@@ -393,8 +422,10 @@ def summary_dict(snap: StatsSnapshot) -> dict[str, Any]:
         "itl": t.itl.encode(),
         "publish_rtt": t.publish_rtt.encode(),
         "establish": t.establish.encode(),
+        "negative_latency": t.negative_latency.encode(),
     }
     out["publish_rtt_ms"] = publish_rtt
+    out["clock"] = clock_dict(snap)
     out["redis_warning"] = redis_verdict(
         t, generator_overloaded=snap.health.overloaded_windows > 0)
     out["accounting"] = accounting_dict(snap)

@@ -26,6 +26,7 @@ PERCENTILES = (50.0, 90.0, 99.0, 99.9)
 # Field metadata of Counters: the JSON nests these under "conversations", without the prefix.
 _CONVERSATIONS = {"json_group": "conversations"}
 _LOSS = {"json_group": "loss"}
+_CLOCK = {"json_group": "clock"}
 
 
 @dataclass(slots=True)
@@ -86,6 +87,9 @@ class Counters:
     tokens_after_done: int = 0
     # The server kept the response open past min(grace, 1 s) after the done token.
     streams_not_closed_after_done: int = 0
+    # Receipts before their publish timestamp: the producer's clock is ahead of this one
+    # (sse_tui.engine.clock). Kept out of `latency`; their size is in `negative_latency`.
+    negative_latencies: int = field(default=0, metadata=_CLOCK)
 
     def add(self, other: Counters) -> None:
         for f in COUNTER_FIELDS:
@@ -269,13 +273,16 @@ class PhaseStats(Counters):
     establish: HistogramSnapshot = field(default_factory=lambda: _EMPTY_HISTOGRAM)
     # One example detail per error kind (the first seen), e.g. "HTTP 404 from /stream/x".
     error_examples: Mapping[str, str] = field(default_factory=dict)
+    # How far below zero the negative latencies were (their absolute size, µs).
+    negative_latency: HistogramSnapshot = field(default_factory=lambda: _EMPTY_HISTOGRAM)
 
     def summarized(self) -> PhaseStats:
         """This phase with summary-only histograms (see HistogramSnapshot.summarized)."""
         return replace(
             self, latency=self.latency.summarized(), connect=self.connect.summarized(),
             first_token=self.first_token.summarized(), itl=self.itl.summarized(),
-            publish_rtt=self.publish_rtt.summarized(), establish=self.establish.summarized())
+            publish_rtt=self.publish_rtt.summarized(), establish=self.establish.summarized(),
+            negative_latency=self.negative_latency.summarized())
 
     @property
     def errors_total(self) -> int:
@@ -396,6 +403,20 @@ class TimelinePoint:
 
 
 @dataclass(frozen=True, slots=True)
+class ClockEstimate:
+    """What the summary and the JSON `clock` object show (besides the negative count; see
+    sse_tui.engine.clock).
+
+    offset_ms: how far the producer's clock is ahead of this one (negative: behind);
+    error_ms: its bound (the two half round trips); corrected: whether publish timestamps
+    were moved by it."""
+
+    offset_ms: float
+    error_ms: float
+    corrected: bool
+
+
+@dataclass(frozen=True, slots=True)
 class StatsSnapshot:
     taken_at_ns: int
     state: str  # starting, running, paused, draining, finished, failed
@@ -430,6 +451,10 @@ class StatsSnapshot:
     # While the run goes on and no SSE stream has worked yet: why (the commonest error kind
     # and its example). At the end it becomes the fatal error.
     stream_warning: str | None = None
+    # Negative latencies seen (sse_tui.engine.clock.negative_warning), and the producer's
+    # clock offset when a consumer with --redis estimated it.
+    clock_warning: str | None = None
+    clock: ClockEstimate | None = None
 
     @property
     def current_phase(self) -> PhaseStats:

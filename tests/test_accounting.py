@@ -223,7 +223,10 @@ async def test_the_invariant_holds_when_a_resume_gets_404_mid_publish() -> None:
     assert 0 < t.tokens_published < 60 * CONVERSATIONS
     d = assert_invariant(snap)
     assert d["loss"]["tail"] == t.tokens_missing > 0
-    assert all(c["missing_ranges"][0][0] == 8 for c in d["detail"]["conversations"])
+    # A conversation whose publisher had sent only the 7 tokens before its reader failed has
+    # nothing missing (a race of the 1 ms schedule); every other one lost its tail from 8 on.
+    lost = [c for c in d["detail"]["conversations"] if c["missing_ranges"]]
+    assert lost and all(c["missing_ranges"][0][0] == 8 for c in lost)
 
 
 async def test_the_invariant_holds_when_a_reader_crashes_mid_publish(

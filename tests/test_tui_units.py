@@ -132,6 +132,7 @@ class _Hooks:
         self.phase = PhaseRecorder(index=0, label="p", started_s=0.0, conversations=1,
                                    delay_ms=1)
         self.settings = Settings(run_id="rank")
+        self.ts_shift_ns = 0
 
     def on_established(self, conv: object) -> None:
         pass

@@ -58,6 +58,11 @@ class EngineHooks(Protocol):
 
     def on_established(self, conv: Conversation) -> None: ...
 
+    # Added to each publish timestamp to put it on this host's clock (sse_tui.engine.clock):
+    # 0 unless a consumer with --redis estimated the producer's offset.
+    @property
+    def ts_shift_ns(self) -> int: ...
+
     def on_latency(self, latency_us: int) -> None: ...
 
 
@@ -430,8 +435,12 @@ class Conversation:
             phase.tokens_duplicated += 1
         elif tracker.out_of_order != before_ooo:
             phase.tokens_out_of_order += 1
-        lat_us = (rx - ts) // 1000
-        phase.latency.record(lat_us)
+        lat_us = (rx - ts - self.hooks.ts_shift_ns) // 1000
+        if lat_us >= 0:
+            phase.latency.record(lat_us)
+        else:  # received before it was sent: the producer's clock is ahead (engine.clock)
+            phase.negative_latencies += 1
+            phase.negative_latency.record(-lat_us)
         self.last_latency_us = lat_us
         self.recent_ms.append(lat_us / 1000.0)
         if self.last_received_ns:

@@ -20,6 +20,7 @@ from redis.exceptions import RedisError
 
 from sse_tui.capacity import MAX_CONVERSATIONS
 from sse_tui.credentials import Redactor, resolve_headers, run_secrets
+from sse_tui.engine import clock
 from sse_tui.engine.accounting import Accounting, check_totals
 from sse_tui.engine.backoff import backoff_s
 from sse_tui.engine.consumer import Conversation
@@ -39,7 +40,7 @@ from sse_tui.engine.transport.tls import (
 )
 from sse_tui.ranking import most_interesting, slow_threshold_ms
 from sse_tui.settings import Settings, sse_base
-from sse_tui.snapshot import PhaseStats, SelfHealth, StatsSnapshot
+from sse_tui.snapshot import ClockEstimate, PhaseStats, SelfHealth, StatsSnapshot
 
 PREFLIGHT_TIMEOUT_S = 5.0
 FINISHED_KEPT = 50  # recently finished conversations kept for the views
@@ -56,9 +57,17 @@ class EngineError(Exception):
 
 
 class LoadEngine:
-    def __init__(self, settings: Settings, *, follow_redis: bool = False) -> None:
+    def __init__(self, settings: Settings, *, follow_redis: bool = False,
+                 clock_ns: clock.ClockNs = time.time_ns) -> None:
         self.settings = settings.validated()
         self.follow_redis = follow_redis and settings.mode == "consumer"
+        # The producer's clock (publish timestamps and its offset against Redis): the wall
+        # clock, or a skewed one a test injects to play a producer on another host.
+        self._clock_ns = clock_ns
+        # Added to publish timestamps (see sse_tui.engine.clock): set once a consumer with
+        # --redis has estimated the producer's offset; 0 in `both` mode by construction.
+        self.ts_shift_ns = 0
+        self.clock: ClockEstimate | None = None
         self.state = "starting"
         self.fatal_error: str | None = None
         self.notes: list[str] = []
@@ -132,6 +141,8 @@ class LoadEngine:
         if self.follow_redis:
             assert self._redis is not None
             self._spawn(RedisFollower(self._redis, self).run(), "redis-follower")
+            if self.clock is None:
+                self._spawn(self._estimate_clock_offset(), "clock-offset")
         self._spawn(self._timeline.run(self._timeline_now), "timeline")
         self._spawn(self._watch_deadline(), "deadline")
         if self.consuming and self.settings.idle_timeout_s > 0:
@@ -181,7 +192,11 @@ class LoadEngine:
                 self._redis, delay_ms=s.delay_ms,
                 on_published=self._on_published, on_error=self._on_publish_error,
                 on_schedule_lag=self.selfwatch.record_schedule_lag,
-                on_round_trip=self._on_publish_round_trip, on_held_back=self._on_held_back)
+                on_round_trip=self._on_publish_round_trip, on_held_back=self._on_held_back,
+                clock_ns=self._clock_ns)
+            await self._store_clock_offset()
+        if self.follow_redis:  # before any stream opens, so that every token is corrected
+            await self._try_clock_offset()
         if self.consuming:
             try:
                 headers = resolve_headers(s.headers)
@@ -189,6 +204,42 @@ class LoadEngine:
                 raise EngineError(f"--header: {e}") from None
             self.stream_config = dataclasses.replace(self.stream_config, headers=headers)
             await self._check_sse_reachable()
+
+    async def _store_clock_offset(self) -> None:
+        """Leave this producer's clock offset against Redis for consumers on other hosts.
+        Not being able to is no reason to stop the run: they then go uncorrected."""
+        assert self._redis is not None
+        try:
+            offset = await asyncio.wait_for(clock.measure(self._redis, self._clock_ns),
+                                            PREFLIGHT_TIMEOUT_S)
+            await asyncio.wait_for(clock.store(self._redis, self.settings.run_id, offset),
+                                   PREFLIGHT_TIMEOUT_S)
+        except (RedisError, OSError, TimeoutError) as e:
+            self.notes.append(self.redact(
+                f"could not store the clock offset for consumers on other hosts: {_reason(e)}"))
+
+    async def _estimate_clock_offset(self) -> None:
+        """A consumer with --redis whose producer had not stored its offset at the start:
+        retry twice a second until the run ends; tokens received before go uncorrected."""
+        while self.clock is None:
+            await asyncio.sleep(0.5)
+            await self._try_clock_offset()
+
+    async def _try_clock_offset(self) -> None:
+        """A consumer with --redis: if the run's producer has stored its clock offset, put
+        its publish timestamps on this clock (the shift and the estimate shown)."""
+        assert self._redis is not None
+        try:
+            theirs = await asyncio.wait_for(clock.load(self._redis, self.settings.run_id),
+                                            PREFLIGHT_TIMEOUT_S)
+            if theirs is None:
+                return
+            # Measured now, next to theirs in time: both offsets drift with their clocks.
+            mine = await asyncio.wait_for(clock.measure(self._redis), PREFLIGHT_TIMEOUT_S)
+        except (RedisError, OSError, TimeoutError):
+            return  # the follower reports a Redis that went away; try again later
+        self.ts_shift_ns = clock.shift_ns(theirs, mine)
+        self.clock = clock.estimate(theirs, mine)
 
     async def _check_sse_reachable(self) -> None:
         """Connect, and for https:// shake hands: a certificate problem fails the run here,
@@ -602,6 +653,8 @@ class LoadEngine:
             fatal_error=self.redact(self.fatal_error) if self.fatal_error else None,
             notes=tuple(self.notes),
             redis_warning=self._redis_warning(total, health),
+            clock_warning=clock.negative_warning(total),
+            clock=self.clock,
             tokens_in_flight=self._publisher.in_flight if self._publisher is not None else 0,
             stream_warning=(self._no_stream(total, "established yet") if self._end_s is None
                             else None),

@@ -72,8 +72,11 @@ class TokenPublisher:
                  on_error: Callable[[str, int], None],
                  on_schedule_lag: Callable[[float], None],
                  on_round_trip: Callable[[float], None] | None = None,
-                 on_held_back: Callable[[int], None] | None = None) -> None:
+                 on_held_back: Callable[[int], None] | None = None,
+                 clock_ns: Callable[[], int] = time.time_ns) -> None:
         self._client = client
+        # Publish timestamps' clock: the wall clock, or a skewed one a test injects.
+        self._clock_ns = clock_ns
         self.delay_ms = delay_ms
         self._on_published = on_published  # (tokens published, of which nobody heard)
         self.in_flight = 0  # tokens of the pipeline awaiting Redis' reply
@@ -204,7 +207,7 @@ class TokenPublisher:
 
     async def _publish(self, batch: list[PublishState], now: float) -> None:
         pipe = self._client.pipeline(transaction=False)
-        ts = time.time_ns()
+        ts = self._clock_ns()
         words = _WORDS
         nwords = len(words)
         for s in batch:

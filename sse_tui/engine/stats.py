@@ -102,6 +102,9 @@ class PhaseRecorder(Counters):
     # Each PUBLISH pipeline's round trip, send -> reply: how Redis answers under this load.
     publish_rtt: LatencyHistogram = field(default_factory=LatencyHistogram)
     establish: LatencyHistogram = field(default_factory=LatencyHistogram)
+    # The absolute size of negative latencies (the producer's clock ahead): kept apart so
+    # that `latency` stays a distribution of real delays and both stay exact when merged.
+    negative_latency: LatencyHistogram = field(default_factory=LatencyHistogram)
     error_examples: dict[str, str] = field(default_factory=dict)
 
     def error(self, kind: str, n: int = 1, detail: str | None = None) -> None:
@@ -133,6 +136,7 @@ class PhaseRecorder(Counters):
             publish_rtt=self.publish_rtt.freeze(copy),
             establish=self.establish.freeze(copy),
             error_examples=dict(self.error_examples),
+            negative_latency=self.negative_latency.freeze(copy),
         )
 
     @classmethod
@@ -151,6 +155,7 @@ class PhaseRecorder(Counters):
             total.itl.add(p.itl)
             total.publish_rtt.add(p.publish_rtt)
             total.establish.add(p.establish)
+            total.negative_latency.add(p.negative_latency)
             for kind, example in p.error_examples.items():
                 total.error_examples.setdefault(kind, example)
         return total

@@ -87,7 +87,8 @@ class StatusLine(Static):
             warning = f"✖ {snap.fatal_error}"
         elif snap.finished:
             # The run's verdict: overloaded for how long, in which phases (else nothing).
-            verdict = snap.health.warning or snap.redis_warning  # ours first, then Redis'
+            verdict = (snap.health.warning or snap.redis_warning  # ours first, then Redis'
+                       or snap.clock_warning)
             warning = f"⚠ {verdict}" if verdict else None
             text.append("  r: new run", "bold")
             if pending:
@@ -100,6 +101,8 @@ class StatusLine(Static):
             warning = f"⚠ {snap.health.warning}"
         elif snap.redis_warning:  # Redis, not the generator, holds publishing back
             warning = f"⚠ {snap.redis_warning}"
+        elif snap.clock_warning:  # the producer's clock is ahead: latencies below zero
+            warning = f"⚠ {snap.clock_warning}"
         elif log_warning:
             warning = f"⚠ {log_warning}"
         if warning:
