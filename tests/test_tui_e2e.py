@@ -7,6 +7,7 @@ import os
 import re
 import signal
 import time
+from typing import Any
 
 from sse_tui.engine.process import EngineProcess
 from sse_tui.sandbox import Sandbox
@@ -71,6 +72,20 @@ def _frozen_for(app: SseTuiApp) -> int:
     return int(m[1]) if m else -1
 
 
+async def _settled(pilot: Any, app: SseTuiApp, handle: EngineProcess) -> Any:
+    """The snapshot the app shows once the handle's newest has not changed for 0.5 s."""
+    seen, since = handle.snapshot(), time.monotonic()
+    deadline = since + 5
+    while time.monotonic() < deadline:
+        await pilot.pause(0.05)
+        latest = handle.snapshot()
+        if latest is not seen:
+            seen, since = latest, time.monotonic()
+        elif time.monotonic() - since >= 0.5 and app.last_snapshot is latest:
+            return latest
+    raise AssertionError("the snapshots did not settle after the engine stopped")
+
+
 def _stopped(pid: int) -> bool:
     with open(f"/proc/{pid}/stat") as f:
         return f.read().rsplit(")", 1)[1].split()[0] == "T"
@@ -105,7 +120,9 @@ async def test_the_ui_answers_keys_and_repaints_while_the_engine_is_stopped(
             os.kill(pid, signal.SIGSTOP)  # the engine stalls for real: its loop does nothing
             try:
                 await wait_for(pilot, lambda: _stopped(pid), timeout=5, what="child stopped")
-                frozen = app.last_snapshot
+                # A snapshot the child wrote just before it stopped may still be in the pipe:
+                # the figures are frozen once the newest one has been read and shown.
+                frozen = await _settled(pilot, app, handle)
                 # Keys are handled at once: the help screen and the settings dialog open.
                 t0 = time.monotonic()
                 await pilot.press("question_mark")
