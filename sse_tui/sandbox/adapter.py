@@ -87,7 +87,7 @@ import signal
 import ssl
 import sys
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 from urllib.parse import unquote
 
@@ -781,18 +781,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def faults_from_args(args: argparse.Namespace) -> FaultConfig:
-    return FaultConfig(
-        drop_rate=args.drop_rate,
-        dup_rate=args.dup_rate,
-        reorder_rate=args.reorder_rate,
-        delay_ms=args.delay_ms,
-        disconnect_after=args.disconnect_after,
-        resume_skip_bug=args.resume_skip_bug,
-        seed=args.seed,
-        first_loss_rate=args.first_loss_rate,
-        gap=args.gap,
-        tail_after=args.tail_after,
-    )
+    # One --flag per FaultConfig field, named after it: the dataclass is the list.
+    return FaultConfig(**{f.name: getattr(args, f.name) for f in fields(FaultConfig)})
 
 
 async def run(args: argparse.Namespace) -> None:
