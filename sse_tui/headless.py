@@ -16,6 +16,7 @@ import signal
 import sys
 from typing import TextIO
 
+from sse_tui import slo
 from sse_tui.engine.engine import LoadEngine
 from sse_tui.files import WriteError, is_stdout
 from sse_tui.report import format_summary, new_error_lines, progress_line, write_json
@@ -114,13 +115,18 @@ async def _run(settings: Settings, json_path: str | None, follow_redis: bool, in
             err.print(f"sse-tui: {final.fatal_error}")
         else:
             out.print(format_summary(final), end="")
-        status = 1 if final.fatal_error else 0
+        # 1 when the run failed to measure, else 3 when an --slo clause failed, named here
+        # (stderr: what a CI log shows beside the status).
+        status = slo.exit_status(final)
+        if not final.fatal_error:
+            for line in slo.failure_lines(slo.evaluate(final)):
+                err.print(line)
         if json_path:
             try:
                 written = write_json(final, json_path)
             except WriteError as e:
                 err.print(f"sse-tui: the JSON summary was not written: {e}")
-                return status or 1
+                return slo.EXIT_FATAL
             if written is not None:
                 out.print(f"summary written to {written}")
         return status

@@ -14,6 +14,7 @@ from dataclasses import Field
 from pathlib import Path
 from typing import Any
 
+from sse_tui import slo
 from sse_tui.engine.publish_watch import redis_verdict
 from sse_tui.engine.selfwatch import WINDOW_S, describe_window, phase_list
 from sse_tui.files import WriteError, write_private_atomically
@@ -130,6 +131,9 @@ def format_summary(snap: StatsSnapshot) -> str:
     if snap.notes:
         rows.append("")
         rows.extend(f"NOTE: {note}" for note in snap.notes)
+    if snap.settings.slo:  # the gate's verdict, clause by clause (docs/slo.md)
+        rows.append("")
+        rows.extend(slo.summary_rows(slo.evaluate(snap)))
     if snap.fatal_error:
         rows.append("")
         rows.append(f"FAILED: {snap.fatal_error}")
@@ -430,6 +434,7 @@ def summary_dict(snap: StatsSnapshot) -> dict[str, Any]:
         t, generator_overloaded=snap.health.overloaded_windows > 0)
     out["accounting"] = accounting_dict(snap)
     out["notes"] = list(snap.notes)
+    out["slo"] = [r.to_dict() for r in slo.evaluate(snap)]  # [] without --slo
     if snap.settings.json_detail:
         out["detail"] = detail_dict(snap)
     return out

@@ -29,6 +29,7 @@ from sse_tui.credentials import (
     resolve_header,
     url_without_password,
 )
+from sse_tui.slo import SLO
 from sse_tui.values import (
     COUNT,
     DURATION,
@@ -296,6 +297,15 @@ class Settings:
         kind=SWITCH, metavar="", example="true", switch=True,
         help="do not verify the certificates of https:// and rediss:// servers (tests only: "
              "anyone on the path can read and change the traffic)",
+    ))
+    # The SLO gate (sse_tui.slo): judged at the end; a failed clause is exit status 3.
+    slo: tuple[str, ...] = field(default=(), metadata=_spec(
+        kind=SLO, metavar="CLAUSES", example="p99<50ms,missing=0",
+        default_help="none",
+        help="fail the run (exit status 3) unless every clause holds at the end, e.g. "
+             "'p99<50ms,missing=0,errors<=5'; repeatable; metrics: p50 p90 p99 p999 max "
+             "(latency), first_token.p99, connect.p99, missing, duplicated, out_of_order, "
+             "errors, received_per_s … (docs/slo.md)",
     ))
 
     def validated(self) -> Settings:

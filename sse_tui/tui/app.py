@@ -545,6 +545,7 @@ def finish_run(
     This is what happens after the app has closed, on the normal screen, so the summary
     stays in the scrollback.
     """
+    from sse_tui import slo
     from sse_tui.report import format_summary, write_json
 
     out = out if out is not None else sys.stdout
@@ -555,6 +556,10 @@ def finish_run(
         out.flush()
     except OSError:  # the terminal is gone; the JSON below is what still matters
         pass
+    if not final.fatal_error:  # each failed --slo clause, on stderr as in headless
+        for line in slo.failure_lines(slo.evaluate(final)):
+            with contextlib.suppress(OSError, ValueError):
+                print(line, file=sys.stderr)
     if json_path:
         from sse_tui.files import WriteError
 
@@ -563,8 +568,8 @@ def finish_run(
         except WriteError as e:  # e.g. ENOSPC from /dev/full: one line, not a traceback
             with contextlib.suppress(OSError, ValueError):
                 print(f"sse-tui: the JSON summary was not written: {e}", file=sys.stderr)
-            return 1
-    return 1 if final.fatal_error else 0
+            return slo.EXIT_FATAL
+    return slo.exit_status(final)  # 1: failed to measure; 3: an --slo clause failed
 
 
 def run_tui(
