@@ -50,7 +50,8 @@ if plain[:2] == ["get", "svc"]:
     svc = plain[2]
     how = os.environ.get("FAKE_GET", "ip")
     if how == "ip":
-        print({"redis": "10.1.2.3", "sse-adapter": "10.4.5.6"}[svc] + " ", end="")
+        print({"redis": "10.1.2.3", "sse-adapter": "10.4.5.6", "nats": "10.7.8.9"}[svc] + " ",
+              end="")
     elif how == "hostname":
         print(" " + svc + ".lb.example.test", end="")
     elif how == "empty":
@@ -105,10 +106,14 @@ if plain[:1] == ["port-forward"]:
             upstream = socket.create_connection((host, int(port)), 5)
             threading.Thread(target=pump, args=(conn, upstream), daemon=True).start()
             threading.Thread(target=pump, args=(upstream, conn), daemon=True).start()
+    nats = "svc/nats" in plain
     while True:
         conn, _ = srv.accept()
         conn.settimeout(2)
         try:
+            if nats and how == "serve":  # a NATS server speaks first
+                conn.sendall(b'INFO {"server_name":"fake"}\r\n')
+                continue
             first = conn.recv(1024)
             if how == "serve":
                 if first.startswith(b"PING"):
@@ -149,6 +154,10 @@ if os.environ.get("RECORDER_PROBE") and sse:
     with socket.create_connection(("127.0.0.1", int(sse.rsplit(":", 1)[1])), 2) as s:
         s.sendall(b"GET / HTTP/1.0\r\n\r\n")
         record["answers"]["sse"] = s.recv(64).decode()
+nats = value("--nats")
+if os.environ.get("RECORDER_PROBE") and nats:
+    with socket.create_connection(("127.0.0.1", int(nats.rsplit(":", 1)[1])), 2) as s:
+        record["answers"]["nats"] = s.recv(64).decode()
 if os.environ.get("RECORDER_READ_STDIN"):
     record["stdin"] = sys.stdin.readline()
 
@@ -595,6 +604,45 @@ def test_detected_load_balancer_ips_reach_sse_tui(harness: Harness) -> None:
     assert result.stdout == ""  # stdout belongs to sse-tui (--json -)
 
 
+def test_bare_nats_is_detected_like_the_other_two(harness: Harness) -> None:
+    with_origin_kubeconfig(harness)
+    result = harness.run("-c", "2", "--nats", "--no-tui", FAKE_GET="ip")
+    assert result.returncode == 0, result.stderr
+    s = understood(harness.record()["argv"]).settings
+    assert (s.redis, s.sse, s.nats) == ("10.1.2.3:6379", "http://10.4.5.6:80",
+                                        "nats://10.7.8.9:4222")
+    looked_up = [c["argv"][c["argv"].index("get") + 2 : c["argv"].index("get") + 5]
+                 for c in harness.kubectl_calls()]
+    assert ["nats", "-n", "nats-system"] in looked_up
+    assert "Found NATS at nats://10.7.8.9:4222" in result.stderr
+    assert "nats=nats://10.7.8.9:4222" in result.stderr
+
+
+def test_nats_with_a_value_or_not_at_all_is_not_looked_up(harness: Harness) -> None:
+    with_origin_kubeconfig(harness)
+    assert harness.run("--nats", "nats://h:4222", FAKE_GET="ip").returncode == 0
+    assert understood(harness.record()["argv"]).settings.nats == "nats://h:4222"
+    assert harness.run("-c", "1", FAKE_GET="ip").returncode == 0
+    assert understood(harness.record()["argv"]).settings.nats == ""
+    assert not any("nats" in c["argv"] for c in harness.kubectl_calls())
+
+
+def test_missing_nats_falls_back_with_its_port_forward_hint(harness: Harness) -> None:
+    with_origin_kubeconfig(harness)
+    result = harness.run("--nats", FAKE_GET="empty")
+    assert result.returncode == 0, result.stderr
+    assert understood(harness.record()["argv"]).settings.nats == "nats://localhost:4222"
+    assert "kubectl port-forward -n nats-system svc/nats 4222:4222" in result.stderr
+
+
+def test_the_split_of_a_bare_nats() -> None:
+    assert parse_script_args(["--nats"]).nats_wanted
+    bare = parse_script_args(["--nats", "-c", "3"])
+    assert bare.nats_wanted and bare.given["conversations"] == ("-c", "3")
+    given = parse_script_args(["-nats=nats://h:1"])
+    assert not given.nats_wanted and given.sse_tui_argv() == ["-nats=nats://h:1"]
+
+
 def test_origin_yaml_next_to_the_script_is_used_and_the_current_directorys_first(
     harness: Harness,
 ) -> None:
@@ -777,6 +825,20 @@ def test_port_forward_runs_sse_tui_through_its_tunnels_and_stops_them(harness: H
     assert f"127.0.0.1:{redis_port} answers for redis-system/svc/redis" in result.stderr
     assert "Stopped the port-forwards" in result.stderr
     assert result.stdout == ""
+
+
+def test_port_forward_with_nats_forwards_it_too(harness: Harness) -> None:
+    result = harness.run("--port-forward", "--nats", "-c", "1", RECORDER_PROBE="1")
+    assert result.returncode == 0, result.stderr
+    forwards = forwarded_ports(harness)
+    assert set(forwards) == {"redis", "sse-adapter", "nats"}
+    ns, nats_port, remote = forwards["nats"]
+    assert (ns, remote) == ("nats-system", 4222)
+    record = harness.record()
+    assert understood(record["argv"]).settings.nats == f"nats://127.0.0.1:{nats_port}"
+    assert record["answers"]["nats"].startswith("INFO")  # the tunnel answered as NATS does
+    assert "answers for nats-system/svc/nats" in result.stderr
+    harness.assert_no_child_survives()
 
 
 def test_port_forward_only_forwards_what_the_run_needs(harness: Harness) -> None:

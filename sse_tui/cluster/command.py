@@ -17,7 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sse_tui.cli_args import parse_args
-from sse_tui.cluster.kube import REDIS, SSE_ADAPTER, KubeSettings, LoadBalancers, choose_kubeconfig
+from sse_tui.cluster.kube import (
+    NATS,
+    REDIS,
+    SSE_ADAPTER,
+    KubeSettings,
+    LoadBalancers,
+    choose_kubeconfig,
+)
 from sse_tui.cluster.log import Log
 from sse_tui.cluster.options import parse_script_args, usage
 from sse_tui.cluster.port_forward import Needs, run_with_port_forward
@@ -110,12 +117,13 @@ def _main(args: list[str], launch: Launch, env: dict[str, str], log: Log) -> int
 
     # The endpoints the mode needs (a consumer given a Redis address also follows Redis).
     mode = cli.settings.mode
-    need = {"redis": mode != "consumer", "sse": mode != "producer"}
+    need = {"redis": mode != "consumer", "sse": mode != "producer", "nats": opts.nats_wanted}
     if opts.port_forward:
         return run_with_port_forward(
             kube, env,
             Needs(redis=need["redis"] and not opts.has("redis"),
-                  sse=need["sse"] and not opts.has("sse")),
+                  sse=need["sse"] and not opts.has("sse"),
+                  nats=need["nats"] and not opts.has("nats")),
             lambda endpoints: launch.child_command(opts.sse_tui_argv(endpoints)),
             # A closed stdin becomes /dev/null, as it was for the script's background job.
             subprocess.DEVNULL if sys.stdin is None else None,
@@ -124,11 +132,13 @@ def _main(args: list[str], launch: Launch, env: dict[str, str], log: Log) -> int
 
     endpoints: dict[str, str] = {}
     if cli.command == "run" and not cli.demo and cli.config_path is None:
-        wanted = [d for d in ("redis", "sse") if need[d] and not opts.has(d)]
+        wanted = [d for d in ("redis", "sse", "nats") if need[d] and not opts.has(d)]
         endpoints = detect_endpoints(wanted, kube, env, launch, log)
         final = {d: opts.given[d][1] if opts.has(d) else endpoints.get(d, "-") for d in need}
         s = cli.settings
-        log.info(f"Starting load test: mode={s.mode} redis={final['redis']} sse={final['sse']} "
+        tap = f" nats={final['nats']}" if need["nats"] or opts.has("nats") else ""
+        log.info(f"Starting load test: mode={s.mode} redis={final['redis']} sse={final['sse']}"
+                 f"{tap} "
                  f"conversations={s.conversations} tokens={s.tokens} delay={s.delay_ms:g}ms "
                  f"duration={format_duration(s.duration_s)}")
     return launch.run_here(opts.sse_tui_argv(endpoints))
@@ -141,12 +151,14 @@ _LOOKUPS = {
               "kubectl port-forward -n redis-system svc/redis 6379:6379"),
     "sse": (SSE_ADAPTER, "SSE adapter", "http://{}:80", "http://localhost:8080",
             "kubectl port-forward -n sse-system svc/sse-adapter 8080:80"),
+    "nats": (NATS, "NATS", "nats://{}:4222", "nats://localhost:4222",
+             "kubectl port-forward -n nats-system svc/nats 4222:4222"),
 }
 
 
 def detect_endpoints(wanted: Sequence[str], kube: KubeSettings, env: Mapping[str, str],
                      launch: Launch, log: Log) -> dict[str, str]:
-    """The LoadBalancer addresses of the services in `wanted` ("redis", "sse"), like the
+    """The LoadBalancer addresses of the services in `wanted` ("redis", "sse", "nats"), like the
     original script; localhost and a port-forward hint for each one not found."""
     balancers: LoadBalancers | None = None
     if not kube.kubectl_found(env):

@@ -21,6 +21,7 @@ from sse_tui.settings import UsageError
 
 REDIS = ("redis-system", "redis")
 SSE_ADAPTER = ("sse-system", "sse-adapter")
+NATS = ("nats-system", "nats")  # for the per-hop tap, --nats (docs/topology.md)
 _JSONPATH = "{.status.loadBalancer.ingress[0].ip} {.status.loadBalancer.ingress[0].hostname}"
 # kubectl's words for "the API server is not there" (as opposed to "no such service").
 _UNREACHABLE = re.compile(

@@ -23,7 +23,9 @@ _VALUE_OPTIONS: dict[str, str] = {
     "-t": "tokens", "--tokens": "tokens", "-tokens": "tokens",
     "-d": "delay", "--delay": "delay", "-token-delay": "delay", "--token-delay": "delay",
     "--duration": "duration", "-duration": "duration",
+    "--nats": "nats", "-nats": "nats",
 }
+_NATS = ("--nats", "-nats")
 # The order sse-tui gets them in: the run's shape, then where it runs.
 _SHAPE = ("mode", "conversations", "tokens", "delay", "duration")
 _HELP = ("-h", "--help", "-help")
@@ -36,6 +38,8 @@ class ScriptOptions:
     given: dict[str, tuple[str, str]] = field(default_factory=dict)  # dest -> (spelling, value)
     passthrough: list[str] = field(default_factory=list)
     port_forward: bool = False
+    # `--nats` without a value: tap NATS, at the address found (or forwarded) like the others.
+    nats_wanted: bool = False
     install_only: bool = False
     help: bool = False
 
@@ -44,7 +48,7 @@ class ScriptOptions:
         that starts with a dash a value), the endpoints, then everything else untouched.
         `endpoints` (redis/sse found or forwarded by us) fill what was not given."""
         out = [f"{self.given[d][0]}={self.given[d][1]}" for d in _SHAPE if d in self.given]
-        for dest in ("redis", "sse"):
+        for dest in ("redis", "sse", "nats"):
             if dest in self.given:
                 out.append(f"{self.given[dest][0]}={self.given[dest][1]}")
             elif endpoints and dest in endpoints:
@@ -66,6 +70,11 @@ def parse_script_args(argv: Sequence[str]) -> ScriptOptions:
         name, inline = arg, None
         if arg.startswith("-") and "=" in arg[2:]:  # -flag=value, --flag=value
             name, _, inline = arg.partition("=")
+        if name in _NATS and inline is None and (
+                i + 1 >= len(args) or args[i + 1].startswith("-")):
+            opts.nats_wanted = True  # bare: find it (or forward it) like Redis and SSE
+            i += 1
+            continue
         if name in _VALUE_OPTIONS:
             if inline is not None:
                 value, i = inline, i + 1
@@ -110,8 +119,11 @@ Options:
   -t, --tokens N            Tokens per conversation (default: 50)
   -d, --delay MS            Delay between tokens in ms (default: 50)
   --duration DURATION       Test duration, e.g., 30s, 5m (default: 30s)
-  --port-forward            Port-forward svc/redis and svc/sse-adapter on free local
-                            ports for the run, and stop the forwards afterwards
+  --nats [URL]              Tap NATS for latency and loss per hop (docs/topology.md);
+                            without URL, svc/nats (nats-system) is found like the others
+  --port-forward            Port-forward svc/redis and svc/sse-adapter (and svc/nats
+                            with --nats) on free local ports for the run, and stop the
+                            forwards afterwards
   --install-only            Create .venv and install sse-tui, then exit
   -h, --help                Show this help
 

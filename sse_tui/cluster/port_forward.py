@@ -27,7 +27,14 @@ from pathlib import Path
 from types import FrameType, TracebackType
 from typing import IO
 
-from sse_tui.cluster.kube import REDIS, SSE_ADAPTER, KubeSettings, Seconds, choose_kubeconfig
+from sse_tui.cluster.kube import (
+    NATS,
+    REDIS,
+    SSE_ADAPTER,
+    KubeSettings,
+    Seconds,
+    choose_kubeconfig,
+)
 from sse_tui.cluster.log import Log
 
 POLL_S = 0.1  # how often the waits below look again
@@ -110,6 +117,11 @@ def probe_http(port: int) -> bool:
     return _first_bytes(port, b"GET / HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n", 5).startswith(
         b"HTTP/"
     )
+
+
+def probe_nats(port: int) -> bool:
+    """A NATS server greets every client with `INFO {...}` before it says anything."""
+    return _first_bytes(port, b"", 4).startswith(b"INFO")
 
 
 def free_port() -> int:
@@ -206,6 +218,7 @@ class Needs:
 
     redis: bool
     sse: bool
+    nats: bool = False  # --nats without a value: the per-hop tap (docs/topology.md)
 
 
 def run_with_port_forward(
@@ -236,7 +249,8 @@ def run_with_port_forward(
                 kube_env = dict(env)
             endpoints: dict[str, str] = {}
             wanted = [(needs.redis, REDIS, 6379, probe_redis, "redis", "{}"),
-                      (needs.sse, SSE_ADAPTER, 80, probe_http, "sse", "http://{}")]
+                      (needs.sse, SSE_ADAPTER, 80, probe_http, "sse", "http://{}"),
+                      (needs.nats, NATS, 4222, probe_nats, "nats", "nats://{}")]
             for needed, (namespace, service), remote, probe, dest, form in wanted:
                 if not needed:
                     continue

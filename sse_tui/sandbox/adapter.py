@@ -60,12 +60,27 @@ receives the rest from history. Every stream, resumed ones included, counts afre
 
 ``--delay-ms X`` holds each token (done included) X ms before it enters the fault
 pipeline; order is kept. It is latency, not a fault, so it is not counted.
+``--overload-streams N --overload-delay-ms Y``: a load-dependent delay (for capacity
+searches): while more than N streams are open on the adapter, each token offered to a
+stream is held Y ms more (on top of ``--delay-ms``); order is kept. Not counted either.
+
+``--nats URL`` (the full topology, docs/topology.md): tokens come from NATS instead of Redis,
+as in the real system. The first stream of a conversation subscribes to its subject
+``chat.<id>.tokens``, and says ``: connected`` only once the server has the subscription
+(a flush round trip), so no token is lost to a slow subscribe; the subscription is kept
+while the conversation is (resumes need no new one) and dropped when it is forgotten.
+``--interest-delay-ms N`` plays the real system's race instead: a new subscription becomes
+active only N ms after it was made (interest propagating late from a leaf to the core), so
+the first tokens published after ``: connected`` are lost; each is counted
+``interest_lost``. (``--bridge-drop-rate`` and ``--bridge-delay-ms`` are the bridge's faults,
+taken here only because every FaultConfig field is a flag; see ``sse_tui.sandbox.bridge``.)
 
 ``/stats``: ``{"connections_total", "connections_active", "delivered", "injected":
 {"dropped", "duplicated", "reordered", "disconnects", "resume_skipped", "first_lost",
 "gap_dropped", "tail_withheld"}, "per_conversation":
-{id: {the first four keys}}, "invalid_messages"}`` where ``delivered`` counts
-token events written (both copies of a duplicate) and connections are ``/stream`` requests.
+{id: {the first four keys}}, "invalid_messages", "interest_lost"}`` (the last run-wide
+only), where ``delivered`` counts token events written (both copies of a duplicate) and
+connections are ``/stream`` requests.
 So a client that reads every stream to its done token observes: missing = dropped +
 resume_skipped + first_lost + gap_dropped (and tail_withheld, which it waits for in vain),
 duplicates = duplicated, out-of-order = reordered, ended-without-done =
@@ -87,6 +102,7 @@ import signal
 import ssl
 import sys
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any
 from urllib.parse import unquote
@@ -155,6 +171,7 @@ class Counters:
         "first_lost",
         "from_redis",
         "gap_dropped",
+        "interest_lost",
         "reordered",
         "resume_skipped",
         "tail_withheld",
@@ -172,7 +189,9 @@ class Counters:
         self.first_lost = 0
         self.gap_dropped = 0
         self.tail_withheld = 0
-        # Tokens taken from Redis: a test waits on it instead of sleeping "long enough".
+        self.interest_lost = 0  # --interest-delay-ms: arrived before the interest was active
+        # Tokens taken from Redis (from NATS with --nats): a test waits on it instead of
+        # sleeping "long enough".
         self.from_redis = 0
 
     def as_dict(self) -> dict[str, Any]:
@@ -219,6 +238,8 @@ class Stats:
         result = self.total.as_dict()
         result["per_conversation"] = {k: c.as_dict() for k, c in self.per_conversation.items()}
         result["invalid_messages"] = self.invalid_messages
+        # Lost before any stream was offered it: a fault of the NATS hop (--nats); run-wide.
+        result["interest_lost"] = self.total.interest_lost
         return result
 
 
@@ -228,7 +249,8 @@ class Stats:
 class ConversationHistory:
     """One conversation as the adapter holds it: recent tokens (for resumes) and its readers."""
 
-    __slots__ = ("done_at", "history", "id", "last_activity", "lost", "subscribers")
+    __slots__ = ("done_at", "history", "id", "interest", "interest_at", "last_activity", "lost",
+                 "subscribers")
 
     def __init__(self, conversation_id: str, history_size: int, now: float) -> None:
         self.id = conversation_id
@@ -239,6 +261,10 @@ class ConversationHistory:
         self.lost: set[int] = set()
         self.done_at: float | None = None
         self.last_activity = now
+        # --nats: its subscription (a future of it while it is being made), and the loop
+        # time from which it delivers (--interest-delay-ms).
+        self.interest: asyncio.Future[Any] | None = None
+        self.interest_at = 0.0
 
 
 @dataclass
@@ -258,6 +284,8 @@ class Hub:
         self.loop = loop
         self.conversations: dict[str, ConversationHistory] = {}
         self._prefix_len = len(config.channel_prefix.encode())
+        # --nats: called for a forgotten conversation, to drop its subscription.
+        self.on_forget: Callable[[ConversationHistory], None] | None = None
 
     def get(self, conversation_id: str) -> ConversationHistory:
         conv = self.conversations.get(conversation_id)
@@ -268,6 +296,10 @@ class Hub:
 
     def dispatch(self, channel: bytes, payload: bytes) -> None:
         """One message from Redis: record it and hand it to every stream of its conversation."""
+        self.dispatch_to(channel[self._prefix_len :].decode("utf-8", "replace"), payload)
+
+    def dispatch_to(self, conversation_id: str, payload: bytes) -> None:
+        """One message of a conversation (from Redis, or its NATS subject)."""
         try:
             doc = orjson.loads(payload)
             sequence = int(doc["sequence"])
@@ -275,8 +307,11 @@ class Hub:
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
             self.stats.invalid_messages += 1
             return
-        conversation_id = channel[self._prefix_len :].decode("utf-8", "replace")
         conv = self.get(conversation_id)
+        if conv.interest_at and self.loop.time() < conv.interest_at:
+            # --interest-delay-ms: the subscription is not active yet; the token is lost.
+            self.stats.total.interest_lost += 1
+            return
         self.stats.total.from_redis += 1
         self.stats.conversation(conversation_id).from_redis += 1
         token: Token = (sequence, done, token_event(sequence, payload))
@@ -302,7 +337,9 @@ class Hub:
             )
         ]
         for cid in stale:
-            del self.conversations[cid]
+            conv = self.conversations.pop(cid)
+            if conv.interest is not None and self.on_forget is not None:
+                self.on_forget(conv)
 
 
 # --- one SSE stream ----------------------------------------------------------------------------
@@ -335,6 +372,7 @@ class StreamSession:
         )
         self.rng = random.Random(f"{faults.seed}:{conv.id}:{counters.connections_total}")
         self.delay_s = faults.delay_ms / 1000.0
+        self.overload_delay_s = faults.overload_delay_ms / 1000.0
         self.tokens_sent = 0  # distinct tokens, for --disconnect-after
         self.held: Token | None = None
         self.pending: deque[tuple[float, Token]] = deque()
@@ -365,8 +403,16 @@ class StreamSession:
             self._arm_keepalive()
 
     def offer(self, token: Token) -> None:
-        if self.delay_s:
-            self.pending.append((self.loop.time() + self.delay_s, token))
+        delay_s = self.delay_s
+        if self.overload_delay_s and self.total.connections_active > self.faults.overload_streams:
+            delay_s += self.overload_delay_s
+        if delay_s or self.pending:
+            # Never due before a token offered earlier (held longer while overloaded): the
+            # order is kept.
+            due = self.loop.time() + delay_s
+            if self.pending and due < self.pending[-1][0]:
+                due = self.pending[-1][0]
+            self.pending.append((due, token))
             if self.delay_timer is None:
                 self.delay_timer = self.loop.call_at(self.pending[0][0], self._release_delayed)
         else:
@@ -604,7 +650,7 @@ class HttpConnection(asyncio.Protocol):
     def _stream(self, conversation_id: str, last_event_id_header: str | None) -> None:
         assert self.transport is not None
         app = self.app
-        self.session = StreamSession(
+        session = StreamSession(
             transport=self.transport,
             conv=app.hub.get(conversation_id),
             counters=app.stats.conversation(conversation_id),
@@ -614,7 +660,26 @@ class HttpConnection(asyncio.Protocol):
             last_event_id=_parse_last_event_id(last_event_id_header),
             loop=app.loop,
         )
-        self.session.start()
+        if app.nc is None:
+            self.session = session
+            session.start()
+        else:  # --nats: say connected once the conversation's subscription is in place
+            task = app.loop.create_task(self._start_with_interest(session))
+            app.starting.add(task)
+            task.add_done_callback(app.starting.discard)
+
+    async def _start_with_interest(self, session: StreamSession) -> None:
+        try:
+            await self.app.interest(session.conv)
+        except Exception as exc:  # NATS gone: the client sees a failed stream and retries
+            log.warning("cannot subscribe for %s: %s", session.conv.id, exc)
+            if self.transport is not None:
+                self.transport.abort()
+            return
+        if self.transport is None or self.transport.is_closing():
+            return  # the client left while we subscribed
+        self.session = session
+        session.start()
 
     def _reply(self, status: str, body: bytes, content_type: str = _TEXT) -> None:
         assert self.transport is not None
@@ -654,6 +719,7 @@ class Adapter:
         keepalive_s: float,
         tls: ssl.SSLContext | None = None,
         required_header: tuple[str, str] | None = None,
+        nats_url: str = "",
     ) -> None:
         self.tls = tls  # serve HTTPS with it (--tls-cert/--tls-key)
         self.required_header = required_header  # (name, value) a stream request must carry
@@ -665,10 +731,49 @@ class Adapter:
         self.stats = Stats()
         self.hub = Hub(hub_config, self.stats, self.loop)
         self.connections: set[HttpConnection] = set()
+        # --nats: tokens come from NATS, a subscription per conversation being streamed.
+        self.nats_url = nats_url
+        self.nc: Any = None  # nats.aio.client.Client, imported only with --nats
+        self.starting: set[asyncio.Task[None]] = set()  # streams waiting for their interest
+        self.hub.on_forget = self._forget
+
+    async def interest(self, conv: ConversationHistory) -> None:
+        """Subscribe to the conversation's subject once (concurrent streams share it), and
+        return once the server has it: a flush is a round trip after the SUB."""
+        if conv.interest is None:
+            conv.interest = self.loop.create_task(self._subscribe(conv))
+        await asyncio.shield(conv.interest)
+
+    async def _subscribe(self, conv: ConversationHistory) -> Any:
+        hub, conversation_id = self.hub, conv.id
+
+        async def deliver(msg: Any) -> None:
+            hub.dispatch_to(conversation_id, msg.data)
+
+        try:
+            sub = await self.nc.subscribe(f"chat.{conversation_id}.tokens", cb=deliver)
+            await self.nc.flush(timeout=5)
+        except BaseException:
+            conv.interest = None  # the next stream tries again
+            raise
+        if self.faults.interest_delay_ms:
+            conv.interest_at = self.loop.time() + self.faults.interest_delay_ms / 1000.0
+        return sub
+
+    def _forget(self, conv: ConversationHistory) -> None:
+        interest = conv.interest
+        if interest is None or not interest.done() or interest.exception() is not None:
+            return
+        task = self.loop.create_task(interest.result().unsubscribe())
+        self.starting.add(task)  # kept referenced until it ran
+        task.add_done_callback(self.starting.discard)
 
     async def serve(self, host: str, port: int, stop: asyncio.Event) -> None:
         subscribed = asyncio.Event()
-        pump = asyncio.create_task(self._pump_redis(subscribed), name="redis-pump")
+        if self.nats_url:
+            pump = asyncio.create_task(self._connect_nats(subscribed), name="nats")
+        else:
+            pump = asyncio.create_task(self._pump_redis(subscribed), name="redis-pump")
         # Listen only once subscribed: a token published before that would be lost.
         waiter = asyncio.create_task(subscribed.wait())
         await asyncio.wait({pump, waiter}, return_when=asyncio.FIRST_COMPLETED)
@@ -691,9 +796,25 @@ class Adapter:
             for conn in tuple(self.connections):
                 if conn.transport is not None:
                     conn.transport.abort()
-            for task in (pump, sweeper):
+            for task in (pump, sweeper, *self.starting):
                 task.cancel()
-            await asyncio.gather(pump, sweeper, return_exceptions=True)
+            await asyncio.gather(pump, sweeper, *self.starting, return_exceptions=True)
+            if self.nc is not None:
+                with contextlib.suppress(Exception):
+                    await self.nc.close()
+
+    async def _connect_nats(self, connected: asyncio.Event) -> None:
+        """--nats: connect (fail fast at start), then wait; nats-py reconnects by itself."""
+        import nats  # only the full topology needs it
+
+        try:
+            self.nc = await nats.connect(self.nats_url, connect_timeout=5,
+                                         allow_reconnect=True, max_reconnect_attempts=-1,
+                                         name="sse-tui-adapter")
+        except Exception as exc:
+            raise RuntimeError(f"cannot connect to NATS at {self.nats_url}: {exc}") from exc
+        connected.set()
+        await asyncio.Event().wait()
 
     async def _pump_redis(self, subscribed: asyncio.Event) -> None:
         """Feed the hub from one PSUBSCRIBE; reconnect if Redis goes away."""
@@ -751,6 +872,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Reference SSE adapter: Redis pub/sub -> GET /stream/<id> (SSE).",
     )
     p.add_argument("--redis", required=True, help="redis URL, e.g. redis://127.0.0.1:6379")
+    p.add_argument("--nats", default="",
+                   help="read tokens from this NATS server (chat.<id>.tokens) instead of Redis")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=0, help="0 = any free port")
     p.add_argument("--channel-prefix", default="llm:tokens:")
@@ -776,6 +899,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="tokens a fresh stream loses in one run, from its 3rd; 0 = never")
     f.add_argument("--tail-after", type=int, default=0,
                    help="a stream withholds every token after this many; 0 = never")
+    f.add_argument("--overload-streams", type=int, default=0,
+                   help="while more than this many streams are open, every token is held "
+                        "--overload-delay-ms more; 0 = never")
+    f.add_argument("--overload-delay-ms", type=float, default=0.0)
+    h = p.add_argument_group("faults of the full topology (docs/topology.md)")
+    h.add_argument("--interest-delay-ms", type=float, default=0.0,
+                   help="with --nats: a new subscription delivers only after this many ms; "
+                        "the tokens before are lost (the real system's race)")
+    h.add_argument("--bridge-drop-rate", type=_rate, default=0.0,
+                   help="the bridge's (sse_tui.sandbox.bridge); not used here")
+    h.add_argument("--bridge-delay-ms", type=float, default=0.0,
+                   help="the bridge's (sse_tui.sandbox.bridge); not used here")
     p.add_argument("--log-level", default="WARNING")
     return p
 
@@ -802,6 +937,7 @@ async def run(args: argparse.Namespace) -> None:
         keepalive_s=args.keepalive,
         tls=_server_tls(args.tls_cert, args.tls_key),
         required_header=_required_header(args.require_header),
+        nats_url=args.nats,
     )
     await adapter.serve(args.host, args.port, stop)
 
