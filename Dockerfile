@@ -49,4 +49,7 @@ COPY --from=build /opt/sse-tui /opt/sse-tui
 USER 10001:10001
 WORKDIR /home/sse-tui
 
+# /metrics when run with --metrics-port 9464 (the Jobs' scrape port; docs/metrics.md).
+EXPOSE 9464
+
 ENTRYPOINT ["sse-tui"]
