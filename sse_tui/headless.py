@@ -14,13 +14,16 @@ import contextlib
 import os
 import signal
 import sys
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from sse_tui import slo
 from sse_tui.engine.engine import LoadEngine
 from sse_tui.files import WriteError, is_stdout
 from sse_tui.report import format_summary, new_error_lines, progress_line, write_json
 from sse_tui.settings import Settings
+
+if TYPE_CHECKING:
+    from sse_tui.outputs import RunOutputs
 
 PROGRESS_INTERVAL_S = 5.0
 # The signals that end a run: Ctrl-C, `kill` / Kubernetes, and a terminal that went away.
@@ -37,19 +40,25 @@ def describe_run(s: Settings) -> str:
     if s.headers and s.mode != "producer":
         target += f" with {', '.join(s.shown('headers'))}"
     length = f"for {s.duration_s:g}s" if s.duration_s > 0 else "for one round"
-    return (f"sse-tui: {s.mode} mode, {s.conversations} conversations x {s.tokens} tokens, "
+    stages = f" by stages {','.join(s.stages)}"
+    if s.rate > 0:  # open loop: the rate starts them; --conversations caps them
+        rate = f"new conversations/s{stages}" if s.stages else f"{s.rate:g} new conversations/s"
+        load = f"{rate} ({s.arrival}, at most {s.conversations} live)"
+    else:
+        load = f"conversations{stages}" if s.stages else f"{s.conversations} conversations"
+    return (f"sse-tui: {s.mode} mode, {load} x {s.tokens} tokens, "
             f"delay {s.delay_ms:g} ms, {length}\n  {target} (run id {s.run_id})")
 
 
 def run_headless(settings: Settings, *, json_path: str | None = None, follow_redis: bool = False,
-                 interval_s: float = PROGRESS_INTERVAL_S) -> int:
+                 interval_s: float = PROGRESS_INTERVAL_S, outputs: RunOutputs | None = None) -> int:
     # With `--json -` (or /dev/stdout) stdout carries the JSON alone; everything for people
     # goes to stderr.
     if json_path and json_path != "-" and is_stdout(json_path):
         json_path = "-"
     out = Lines(sys.stderr if json_path == "-" else sys.stdout)
     err = out if json_path == "-" else Lines(sys.stderr)
-    return asyncio.run(_run(settings, json_path, follow_redis, interval_s, out, err))
+    return asyncio.run(_run(settings, json_path, follow_redis, interval_s, out, err, outputs))
 
 
 class Lines:
@@ -81,7 +90,7 @@ class Lines:
 
 
 async def _run(settings: Settings, json_path: str | None, follow_redis: bool, interval_s: float,
-               out: Lines, err: Lines) -> int:
+               out: Lines, err: Lines, outputs: RunOutputs | None = None) -> int:
     engine = LoadEngine(settings, follow_redis=follow_redis)
     loop = asyncio.get_running_loop()
     signals = 0
@@ -100,13 +109,23 @@ async def _run(settings: Settings, json_path: str | None, follow_redis: bool, in
             loop.add_signal_handler(sig, on_signal)
 
     out.print(describe_run(engine.settings))
+    # /metrics and --timeseries (sse_tui.outputs): a snapshot a second, then the final one.
+    feeder = None
+    if outputs is not None:
+        for line in outputs.describe():
+            out.print(line)
+        feeder = loop.create_task(outputs.feed(engine.snapshot))
     reporter = loop.create_task(_report(engine, interval_s, out))
     try:
         final = await engine.run()
     finally:
-        reporter.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await reporter
+        for task in (reporter, feeder):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+    if outputs is not None:
+        outputs.update(final)
     # The handlers stay until the JSON is written: a Ctrl-C now (the run is over) must not
     # raise KeyboardInterrupt in the middle of writing it.
     try:

@@ -17,6 +17,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from sse_tui.engine.stages import LoadProfile
 from sse_tui.engine.stats import PhaseRecorder
 from sse_tui.engine.timeline import Timeline
 from sse_tui.settings import Settings
@@ -27,6 +28,7 @@ from sse_tui.snapshot import (
     SelfHealth,
     StatsSnapshot,
 )
+from sse_tui.values import parse_stages
 from tests.conftest import until
 
 START_NS = 1_700_000_000_000_000_000
@@ -104,8 +106,29 @@ class FakeEngine:
     def set_conversations(self, n: int) -> None:
         with self._lock:
             self.calls.append(("set_conversations", n))
+            if self._settings.rate <= 0:
+                self._take_over()
             self._settings = self._settings.with_changes(conversations=n)
             self._new_phase()
+
+    def set_rate(self, rate: float) -> None:
+        with self._lock:
+            self.calls.append(("set_rate", rate))
+            if self._settings.rate > 0 and rate > 0:
+                self._take_over()
+                self._settings = self._settings.with_changes(rate=rate)
+                self._new_phase()
+
+    def hold_profile(self) -> None:
+        with self._lock:
+            self.calls.append(("hold_profile",))
+            self._take_over()
+
+    def release_profile(self) -> None:
+        with self._lock:
+            self.calls.append(("release_profile",))
+            if self._profile is not None and self._profile.release():
+                self._apply_due_stage()
 
     def set_delay(self, delay_ms: float) -> None:
         with self._lock:
@@ -164,6 +187,15 @@ class FakeEngine:
     # -- simulation ----------------------------------------------------------------------
     def _reset(self, settings: Settings) -> None:
         self._settings = settings
+        # A --stages profile, driven as the engine drives it, on the simulated active clock
+        # (time not paused, profile not held).
+        self._profile: LoadProfile | None = None
+        self._active = 0.0
+        self._arrival_credit = 0.0
+        if settings.stages:
+            stages = parse_stages(settings.stages)
+            self._profile = LoadProfile(stages, rate_mode=settings.rate > 0)
+            self._settings = self._with_target(stages[0].target)
         self._rng = random.Random(self.seed)
         self._state = "starting"
         self._finished = False
@@ -181,13 +213,40 @@ class FakeEngine:
         s = self._settings
         p = PhaseRecorder(index=len(self._phases), started_s=self._elapsed,
                           conversations=s.conversations, delay_ms=s.delay_ms,
-                          label=f"{s.conversations} conv, {s.delay_ms:g} ms")
+                          label=(f"{s.rate:g}/s ≤{s.conversations}" if s.rate > 0
+                                 else f"{s.conversations} conv") + f", {s.delay_ms:g} ms")
         self._phases.append(p)
         return p
 
     def _new_phase(self) -> None:
         self._phase.ended_s = self._elapsed
         self._phase = self._new_recorder()
+
+    def _take_over(self) -> None:
+        """As the engine: the operator holds a profile that has stages still to run."""
+        if self._profile is not None and self._active < self._profile.length_s:
+            self._profile.hold()
+
+    def _with_target(self, target: float) -> Settings:
+        if self._settings.rate > 0:
+            return self._settings.with_changes(rate=target)
+        return self._settings.with_changes(conversations=int(target))
+
+    def _apply_due_stage(self) -> None:
+        if self._profile is not None:
+            stage = self._profile.due(self._active)
+            if stage is not None:
+                self._settings = self._with_target(stage.target)
+                self._new_phase()
+
+    def _start_conversation(self) -> None:
+        n = self._next_number
+        self._next_number += 1
+        self._live[n] = _Conversation(n, self._settings.conversation_id(n))
+        phase = self._phase
+        phase.conversations_started += 1
+        phase.connections_opened += 1
+        phase.connect.record(_us(1.5 + self._rng.random()))
 
     def _finish(self) -> None:
         if self._finished:
@@ -214,16 +273,21 @@ class FakeEngine:
         self._elapsed = round(t0 + dt, 6)
         if self._state == "paused":
             return
+        if self._profile is None or not self._profile.held:
+            self._active = round(self._active + dt, 6)
+        self._apply_due_stage()
+        s = self._settings
+        if s.rate > 0:  # open loop: arrivals at the rate, the cap turning some away
+            self._arrival_credit += s.rate * dt
+            while self._arrival_credit >= 1:
+                self._arrival_credit -= 1
+                if len(self._live) < s.conversations:
+                    self._start_conversation()
+                else:
+                    self._phase.arrivals_dropped += 1
         # Top up the live conversations to the setting (extra ones are let finish).
-        while len(self._live) < s.conversations:
-            n = self._next_number
-            self._next_number += 1
-            conv = _Conversation(n, s.conversation_id(n))
-            self._live[n] = conv
-            phase = self._phase
-            phase.conversations_started += 1
-            phase.connections_opened += 1
-            phase.connect.record(_us(1.5 + self._rng.random()))
+        while s.rate <= 0 and len(self._live) < s.conversations:
+            self._start_conversation()
         per_conv = dt * 1000.0 / max(s.delay_ms, 1.0)
         self._credit += per_conv
         tokens_now = int(self._credit)
@@ -282,7 +346,7 @@ class FakeEngine:
                 sum(p.tokens_published for p in self._phases),
                 sum(p.tokens_received for p in self._phases),
             )
-        if s.duration_s > 0 and self._elapsed >= s.duration_s - 1e-9:
+        if s.duration_s > 0 and self._active >= s.duration_s - 1e-9:
             self._finish()
 
     def _view(self, c: _Conversation) -> ConversationView:
@@ -307,7 +371,7 @@ class FakeEngine:
 
     def _build(self) -> StatsSnapshot:
         s = self._settings
-        remaining = max(0.0, s.duration_s - self._elapsed) if s.duration_s > 0 else None
+        remaining = max(0.0, s.duration_s - self._active) if s.duration_s > 0 else None
         now = self._elapsed
         # Frozen as the engine freezes them: each phase, and the total as their merge.
         phases = tuple(p.freeze(now) for p in self._phases)
@@ -332,6 +396,7 @@ class FakeEngine:
             timeline=self._timeline.points(),
             recent_latency_ms=tuple(self._recent),
             fatal_error=self.fatal_error if self._finished else None,
+            profile=self._profile.position(self._active) if self._profile is not None else None,
         )
 
 

@@ -46,6 +46,17 @@ class EngineHandle(Protocol):
     def set_delay(self, delay_ms: float) -> None:
         """Change the delay between tokens; starts a new stats phase."""
 
+    def set_rate(self, rate: float) -> None:
+        """Open loop (--rate): new conversations per second; starts a new stats phase and
+        holds a load profile. Ignored in a closed loop."""
+
+    def hold_profile(self) -> None:
+        """Take the load over from the --stages profile: it stops moving on, and the run's
+        clock with it, until release_profile()."""
+
+    def release_profile(self) -> None:
+        """Hand the load back to the profile (its current stage's target, a new phase)."""
+
     def pause(self) -> None:
         """Stop starting conversations and publishing tokens; streams stay open."""
 

@@ -33,6 +33,25 @@ class SetDelay:
 
 
 @dataclass(frozen=True, slots=True)
+class SetRate:
+    """Open loop: new conversations per second; starts a new stats phase. Holds a load
+    profile (the operator takes over)."""
+
+    rate: float
+
+
+@dataclass(frozen=True, slots=True)
+class HoldProfile:
+    """The operator takes the load over from the --stages profile: it stops moving on,
+    and the run's clock stands still, until `ReleaseProfile`."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseProfile:
+    """Hand the load back to the profile: its current stage's target, as a new phase."""
+
+
+@dataclass(frozen=True, slots=True)
 class Pause:
     """Stop starting conversations and publishing tokens; streams stay open."""
 
@@ -52,7 +71,8 @@ class Hurry:
     """End the run at once, without the grace period."""
 
 
-Command = SetConversations | SetDelay | Pause | Resume | Stop | Hurry
+Command = (SetConversations | SetDelay | SetRate | HoldProfile | ReleaseProfile | Pause
+           | Resume | Stop | Hurry)
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +101,12 @@ def apply(engine: LoadEngine, command: Command) -> None:
             engine.set_conversations(n)
         case SetDelay(delay_ms):
             engine.set_delay(delay_ms)
+        case SetRate(rate):
+            engine.set_rate(rate)
+        case HoldProfile():
+            engine.hold_profile()
+        case ReleaseProfile():
+            engine.release_profile()
         case Pause():
             engine.pause()
         case Resume():

@@ -40,12 +40,15 @@ from sse_tui.engine.engine import LoadEngine
 from sse_tui.engine.messages import (
     Command,
     Final,
+    HoldProfile,
     Hurry,
     Pause,
+    ReleaseProfile,
     Report,
     Resume,
     SetConversations,
     SetDelay,
+    SetRate,
     Snapshot,
     Stop,
     apply,
@@ -237,6 +240,15 @@ class EngineProcess:
 
     def set_delay(self, delay_ms: float) -> None:
         self._send(SetDelay(float(delay_ms)))
+
+    def set_rate(self, rate: float) -> None:
+        self._send(SetRate(float(rate)))
+
+    def hold_profile(self) -> None:
+        self._send(HoldProfile())
+
+    def release_profile(self) -> None:
+        self._send(ReleaseProfile())
 
     def pause(self) -> None:
         self._send(Pause())

@@ -53,8 +53,11 @@ WIDE_COLUMNS = 170
 TALL_ROWS = 40
 
 HELP_NOTES = (
-    "Each change of conversations or delay starts a new stats phase (the Phases panel; "
-    "on a narrow screen v shows it in place of the consumers).\n"
+    "Each change of conversations, delay or rate starts a new stats phase (the Phases "
+    "panel; on a narrow screen v shows it in place of the consumers).\n"
+    "With --rate, , and . step the arrival rate (conversations then caps the live ones). "
+    "With --stages, t takes the load over from the profile (its clock and the run's stop) "
+    "and hands it back; a change of conversations (or rate) takes it over too.\n"
     "Consumers lists errors first, then lost, duplicated or out-of-order tokens, "
     "reconnects and slow conversations, capped at a few hundred rows.\n"
     "The status line turns yellow when the load generator itself may be distorting the "
@@ -67,6 +70,17 @@ HELP_NOTES = (
 
 _CONVERSATIONS = Binding.Group("Conv", compact=True)
 _DELAY = Binding.Group("Delay", compact=True)
+_RATE = Binding.Group("Rate", compact=True)
+
+# The steps of the rate keys: 1-2-5 per decade, 0.1 to 50 000 new conversations per second.
+RATE_STEPS = tuple(round(m * 10.0**e, 6) for e in range(-1, 5) for m in (1, 2, 5))
+
+
+def step_rate(rate: float, direction: int) -> float:
+    """The next rate on the 1-2-5 ladder, faster (+1) or slower (-1)."""
+    if direction > 0:
+        return next((r for r in RATE_STEPS if r > rate * (1 + 1e-9)), RATE_STEPS[-1])
+    return next((r for r in reversed(RATE_STEPS) if r < rate * (1 - 1e-9)), RATE_STEPS[0])
 
 
 class SseTuiApp(App[int]):
@@ -108,6 +122,29 @@ class SseTuiApp(App[int]):
             id="delay.longer",
             group=_DELAY,
             tooltip="longer delay between tokens (0, 1, 2, 5, 10, 20, 50 … ms)",
+        ),
+        Binding(
+            "comma,less_than_sign",
+            "slower_arrivals",
+            "Slower",
+            id="rate.slower",
+            group=_RATE,
+            tooltip="with --rate: fewer new conversations per second",
+        ),
+        Binding(
+            "full_stop,greater_than_sign",
+            "faster_arrivals",
+            "Faster",
+            id="rate.faster",
+            group=_RATE,
+            tooltip="with --rate: more new conversations per second",
+        ),
+        Binding(
+            "t",
+            "toggle_profile",
+            "Take over",
+            id="profile",
+            tooltip="with --stages: take over from the profile / hand it back",
         ),
         Binding(
             "p,space",
@@ -205,6 +242,7 @@ class SseTuiApp(App[int]):
         self._watch_terminal = False
         self._finished_seen = False
         self._paused_seen = False
+        self._profile_seen = False
         self.main_screen: Screen[Any] | None = None
 
     # -- layout --------------------------------------------------------------------------
@@ -297,7 +335,7 @@ class SseTuiApp(App[int]):
         pending = None
         if self.pending_settings is not None:
             p = self.pending_settings
-            pending = f"next: {p.conversations} conv · {p.delay_ms:g} ms"
+            pending = f"next: {_load_text(p)} · {p.delay_ms:g} ms"
         stale = None
         if not snap.finished and stale_s >= self.stale_after_s:
             stale = stale_message(stale_s, reported=self._snapshots_seen > 1)
@@ -322,6 +360,10 @@ class SseTuiApp(App[int]):
         if paused != self._paused_seen:
             self._paused_seen = paused
             self.refresh_bindings()
+        profile = snap.profile is not None
+        if profile != self._profile_seen:  # its key shows only with a profile
+            self._profile_seen = profile
+            self.refresh_bindings()
 
     def _reset_views(self) -> None:
         self.consumers_panel.reset()
@@ -331,6 +373,11 @@ class SseTuiApp(App[int]):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "restart":
             return self.run_finished
+        if action in ("faster_arrivals", "slower_arrivals"):  # hidden in a closed loop
+            return self._current().rate > 0
+        if action == "toggle_profile":  # hidden without --stages, or once it is over
+            snap = self.last_snapshot
+            return snap is not None and snap.profile is not None and not snap.finished
         if action == "toggle_phases":  # both panels are on screen when wide or tall
             return self.main_screen is None or not (
                 self.main_screen.has_class("-wide") or self.main_screen.has_class("-tall")
@@ -346,7 +393,8 @@ class SseTuiApp(App[int]):
         the engine's with the changes it has not applied yet."""
         if self.pending_settings is not None:
             return self.pending_settings
-        settings_changes = {k: v for k, v in self.requested.items() if k != "paused"}
+        settings_changes = {k: v for k, v in self.requested.items()
+                            if k not in ("paused", "profile_held")}
         return self.handle.settings.with_changes(**settings_changes)
 
     def requested_text(self) -> str | None:
@@ -354,15 +402,21 @@ class SseTuiApp(App[int]):
         if not self.requested:
             return None
         parts = []
-        if "conversations" in self.requested or "delay_ms" in self.requested:
+        if {"conversations", "delay_ms", "rate"} & self.requested.keys():
             c = self._current()
-            parts.append(f"{c.conversations} conv · {c.delay_ms:g} ms")
+            parts.append(f"{_load_text(c)} · {c.delay_ms:g} ms")
         if "paused" in self.requested:
             parts.append("pause" if self.requested["paused"] else "resume")
+        if "profile_held" in self.requested:
+            parts.append("take over" if self.requested["profile_held"] else "hand back")
         return ", ".join(parts)
 
     def change_settings(
-        self, *, conversations: int | None = None, delay_ms: float | None = None
+        self,
+        *,
+        conversations: int | None = None,
+        delay_ms: float | None = None,
+        rate: float | None = None,
     ) -> None:
         """Apply at once to the running engine (a new phase), or keep for the next run."""
         current = self._current()
@@ -371,27 +425,67 @@ class SseTuiApp(App[int]):
             changes["conversations"] = conversations
         if delay_ms is not None and delay_ms != current.delay_ms:
             changes["delay_ms"] = delay_ms
+        if rate is not None and rate != current.rate and current.rate > 0:
+            changes["rate"] = rate
         if not changes:
             return
         if self.run_finished:
             self.pending_settings = current.with_changes(**changes)
             p = self.pending_settings
-            self.notify(f"next run: {p.conversations} conversations, {p.delay_ms:g} ms (press r)")
+            self.notify(f"next run: {_load_text(p)}, {p.delay_ms:g} ms (press r)")
         else:
             if "conversations" in changes:
                 self.handle.set_conversations(changes["conversations"])
             if "delay_ms" in changes:
                 self.handle.set_delay(changes["delay_ms"])
+            if "rate" in changes:
+                self.handle.set_rate(changes["rate"])
             self.requested.update(changes)
             parts = [f"{k.removesuffix('_ms')} → {v:g}" for k, v in changes.items()]
-            self.notify(", ".join(parts) + " sent (a new phase)", timeout=2)
+            note = " sent (a new phase)"
+            # The engine takes the load over from a running profile when the quantity the
+            # profile sets (conversations, or the rate in open loop) is changed by hand.
+            if self._profile_running() and ("rate" in changes if current.rate > 0
+                                            else "conversations" in changes):
+                self.requested["profile_held"] = True
+                note += "; the profile is held: t hands the load back to it"
+            self.notify(", ".join(parts) + note, timeout=3)
         self.poll()
+
+    def _profile_running(self) -> bool:
+        """A load profile is on and not held (as far as the latest snapshot and the
+        changes sent since say)."""
+        snap = self.last_snapshot
+        if snap is None or snap.profile is None or snap.finished:
+            return False
+        return not self.requested.get("profile_held", snap.profile.held)
 
     def action_more_conversations(self) -> None:
         self.change_settings(conversations=step_conversations(self._current().conversations, 1))
 
     def action_fewer_conversations(self) -> None:
         self.change_settings(conversations=step_conversations(self._current().conversations, -1))
+
+    def action_faster_arrivals(self) -> None:
+        self.change_settings(rate=step_rate(self._current().rate, 1))
+
+    def action_slower_arrivals(self) -> None:
+        self.change_settings(rate=step_rate(self._current().rate, -1))
+
+    def action_toggle_profile(self) -> None:
+        snap = self.last_snapshot
+        if snap is None or snap.profile is None or snap.finished:
+            return
+        if self._profile_running():
+            self.handle.hold_profile()
+            self.notify("the load is yours: the profile and the run's clock wait (t hands "
+                        "it back)", timeout=3)
+            self.requested["profile_held"] = True
+        else:
+            self.handle.release_profile()
+            self.notify("the profile goes on from its current stage", timeout=2)
+            self.requested["profile_held"] = False
+        self.poll()
 
     def action_longer_delay(self) -> None:
         self.change_settings(delay_ms=step_delay(self._current().delay_ms, 1))
@@ -502,6 +596,11 @@ class SseTuiApp(App[int]):
         log.warning("%s: quitting", signal.Signals(sig).name)
         self._watch_terminal = False
         self.exit(0)
+
+
+def _load_text(s: Settings) -> str:
+    """The load as the status line says it: `20 conv`, or open loop `5/s ≤100`."""
+    return f"{s.rate:g}/s ≤{s.conversations}" if s.rate > 0 else f"{s.conversations} conv"
 
 
 def _stdout_is_tty() -> bool:

@@ -79,7 +79,10 @@ class StatusLine(Static):
         elif snap.remaining_s is not None and not snap.finished:
             text.append(f" ({fmt_clock(snap.remaining_s)} left)")
         text.append(f"  phase {snap.phase_index}")
-        text.append(f"  {s.conversations} conv · {s.delay_ms:g} ms")
+        load = f"{s.rate:g}/s ≤{s.conversations}" if s.rate > 0 else f"{s.conversations} conv"
+        text.append(f"  {load} · {s.delay_ms:g} ms")
+        if snap.profile is not None and snap.profile.held and not snap.finished:
+            text.append("  profile held", "bold yellow")
         if requested and not snap.finished:
             text.append(f" (→ {requested} pending)", "italic")
         warning: str | None = None
