@@ -30,9 +30,10 @@ from sse_tui.snapshot import (
 )
 
 _HISTOGRAMS = ("latency", "connect", "first_token", "itl", "publish_rtt", "establish",
-               "negative_latency")
+               "negative_latency", "redis_to_nats", "nats_to_sse", "latency_intended")
 # Summaries written before a histogram existed lack it: it merges as empty.
-_OPTIONAL_HISTOGRAMS = frozenset({"publish_rtt", "establish", "negative_latency"})
+_OPTIONAL_HISTOGRAMS = frozenset({"publish_rtt", "establish", "negative_latency",
+                                  "redis_to_nats", "nats_to_sse", "latency_intended"})
 
 
 class _Malformed(Exception):
@@ -153,7 +154,9 @@ def merge(summaries: Sequence[dict[str, Any]]) -> StatsSnapshot:
         errors=dict(errors), latency=frozen["latency"], connect=frozen["connect"],
         first_token=frozen["first_token"], itl=frozen["itl"], publish_rtt=frozen["publish_rtt"],
         establish=frozen["establish"], error_examples=_error_examples(summaries),
-        negative_latency=frozen["negative_latency"])
+        negative_latency=frozen["negative_latency"],
+        redis_to_nats=frozen["redis_to_nats"], nats_to_sse=frozen["nats_to_sse"],
+        latency_intended=frozen["latency_intended"])
     warnings = [f"{s['settings'].get('run_id')}: {s['self']['warning']}"
                 for s in summaries if s.get("self", {}).get("warning")]
     failed = [f"{s['settings'].get('run_id')}: {s['fatal_error']}"

@@ -1,7 +1,8 @@
 """SLO gate: `--slo 'p99<50ms,missing=0,errors<=5'` judged against the run's final figures.
 
 A clause is `METRIC OP THRESHOLD`. Latency metrics are `FAMILY.STAT` (`latency.p99`,
-`first_token.p90`, `connect.max`; a bare `p99` means `latency.p99`) and take a duration with
+`first_token.p90`, `connect.max`; a bare `p99` means `latency.p99`, and `intended_p99` or
+`intended.p99` means `latency_intended.p99`) and take a duration with
 its unit (`50ms`, `1s`, `500us`): a bare number would leave the unit to guesswork. Counts
 (`missing`, `errors`, …) and rates (`received_per_s`) take plain numbers. docs/slo.md is the
 user's page; the exit status the gate gives (3) is `exit_status` below.
@@ -38,9 +39,12 @@ OPERATORS: dict[str, Op] = {
 }
 
 # Distributions of the run total (PhaseStats attribute = metric family) and their figures.
-LATENCY_FAMILIES = ("latency", "first_token", "connect", "establish", "itl")
+LATENCY_FAMILIES = ("latency", "latency_intended", "first_token", "connect", "establish",
+                    "itl")
 LATENCY_STATS = ("p50", "p90", "p99", "p999", "max", "min", "avg")
 _STAT_ALIASES = {"p99.9": "p999", "mean": "avg"}
+# Short names: `intended.p99`, and `intended_p99` as a bare `p99` is latency's.
+_FAMILY_ALIASES = {"intended": "latency_intended"}
 
 Needs = Literal["consumer", "producer", ""]
 
@@ -71,7 +75,8 @@ def valid_metrics() -> str:
     """The metric names for messages and help: `p50 … latency.p99 … missing …`."""
     stats = "/".join(LATENCY_STATS)
     families = "/".join(LATENCY_FAMILIES)
-    return (f"{stats} (latency), {families}.{{{stats}}} (durations, e.g. 50ms), "
+    return (f"{stats} (latency), {families}.{{{stats}}} (durations, e.g. 50ms; "
+            f"intended_p99 for latency_intended.p99), "
             f"{', '.join(SCALARS)} (plain numbers)")
 
 
@@ -108,8 +113,11 @@ def _metric(name: str) -> str | None:
         return n
     if n in LATENCY_STATS or n in _STAT_ALIASES:  # `p99`, `p99.9`: latency's
         n = f"latency.{n}"
+    elif n.startswith("intended_"):  # `intended_p99`: the intended latency's
+        n = f"intended.{n.removeprefix('intended_')}"
     family, _, stat = n.partition(".")
     family = family.removesuffix("_ms")  # as the JSON spells it: latency_ms.p99
+    family = _FAMILY_ALIASES.get(family, family)
     stat = _STAT_ALIASES.get(stat, stat)
     if family in LATENCY_FAMILIES and stat in LATENCY_STATS:
         return f"{family}.{stat}"

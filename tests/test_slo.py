@@ -37,6 +37,10 @@ from tests.fake_engine import FakeEngine
         ("latency_ms.max<1m", "latency.max", "<", 60_000.0),
         ("first_token.p99<2s", "first_token.p99", "<", 2000.0),
         ("connect.p90>=0ms", "connect.p90", ">=", 0.0),
+        ("intended_p99<200ms", "latency_intended.p99", "<", 200.0),
+        ("intended_p99.9<1s", "latency_intended.p999", "<", 1000.0),
+        ("intended.max<=2s", "latency_intended.max", "<=", 2000.0),
+        ("latency_intended_ms.p50<5ms", "latency_intended.p50", "<", 5.0),
         ("P50 > 1ms", "latency.p50", ">", 1.0),
         ("missing=0", "missing", "=", 0.0),
         ("duplicated==0", "duplicated", "=", 0.0),
@@ -62,6 +66,9 @@ def test_good_clauses(text: str, metric: str, op: str, threshold: float) -> None
         ("errors<=-1", "must be 0 or more"),
         ("p98<50ms", "unknown metric 'p98'; valid metrics: p50/p90/p99/p999/max"),
         ("latency.p99.5<1s", "unknown metric"),
+        ("intended_p98<1s", "unknown metric 'intended_p98'"),
+        ("intended<1s", "unknown metric 'intended'"),
+        ("intended_p99<200", "a latency takes a duration with its unit"),
         ("p99", "is not METRIC OP VALUE"),
         ("p99=<5ms", "a latency takes a duration"),
         ("p99<", "has no value"),
@@ -258,3 +265,22 @@ def test_an_easy_slo_exits_0(tmp_path: Path) -> None:
     assert "SLO:                  met (5 clauses)" in proc.stdout
     assert [r["verdict"] for r in data["slo"]] == ["pass"] * 5
     assert data["slo"][4]["measured"] > 0
+
+
+def test_the_intended_latency_is_judged_apart_from_the_plain_one() -> None:
+    """A Redis stall: the plain latency stays small, the intended one shows the wait."""
+    r = recorder_with_figures()  # plain latencies 1 … 100 ms
+    for ms in range(1, 101):
+        r.latency_intended.record(ms * 1000 + (900_000 if ms > 95 else 0))
+    snap = snapshot_of(r, ("p99<150ms", "intended_p99<150ms", "intended.max>=900ms"))
+    results = {r.clause.text: r for r in evaluate(snap)}
+    assert results["p99<150ms"].verdict == "pass"
+    assert results["intended_p99<150ms"].measured == pytest.approx(999.0, rel=0.002)
+    assert results["intended_p99<150ms"].verdict == "fail"
+    assert results["intended.max>=900ms"].verdict == "pass"
+    assert results["intended_p99<150ms"].to_dict()["metric"] == "latency_intended.p99"
+    # A run that measured no intended latency (a producer alone) has no data for it.
+    empty = snapshot_of(PhaseRecorder(index=0, label="p", started_s=0.0, conversations=1,
+                                      delay_ms=5.0), ("intended_p99<1s",), mode="producer")
+    (nodata,) = evaluate(empty)
+    assert (nodata.measured, nodata.verdict) == (None, "fail")

@@ -26,6 +26,7 @@ from sse_tui.engine.transport.base import error_kind
 from sse_tui.snapshot import ConversationDetail, ConversationState, ConversationView
 
 if TYPE_CHECKING:
+    from sse_tui.engine.nats_tap import ConversationHop
     from sse_tui.engine.producer import PublishState
     from sse_tui.engine.sse import SSEEvent
     from sse_tui.settings import Settings
@@ -95,6 +96,7 @@ class Conversation:
         "failure",
         "given_up",
         "hooks",
+        "hop",
         "last_activity_ns",
         "last_event_id",
         "last_latency_us",
@@ -121,6 +123,8 @@ class Conversation:
         self.stream_url = stream_url
         self.discovered = discovered
         self.publish: PublishState | None = None
+        # With --nats: when each token passed NATS (sse_tui.engine.nats_tap); else None.
+        self.hop: ConversationHop | None = None
         self.tracker = SequenceTracker()
         self._state = _S.WAITING
         self.failure: str | None = None  # why the conversation failed
@@ -417,7 +421,7 @@ class Conversation:
         if isinstance(token, Rejected):
             self._error(token.kind, token.detail)
             return False
-        seq, ts, done = token
+        seq, ts, done, intended = token
         if not self.established:
             self._establish()
         if self.stream is not self._stream_seen:  # the first token of this stream
@@ -433,11 +437,18 @@ class Conversation:
         phase.tokens_received += 1
         if tracker.duplicated != before_dup:
             phase.tokens_duplicated += 1
-        elif tracker.out_of_order != before_ooo:
-            phase.tokens_out_of_order += 1
-        lat_us = (rx - ts - self.hooks.ts_shift_ns) // 1000
+        else:
+            if tracker.out_of_order != before_ooo:
+                phase.tokens_out_of_order += 1
+            if self.hop is not None:  # --nats: its NATS -> SSE hop
+                self.hop.on_sse(seq, ev.received_ns, phase)
+        shift = self.hooks.ts_shift_ns
+        lat_us = (rx - ts - shift) // 1000
         if lat_us >= 0:
             phase.latency.record(lat_us)
+            # From when the token was meant to be published (docs/measurements.md): the same
+            # tokens as `latency`, so the two compare token for token; never the smaller.
+            phase.latency_intended.record((rx - intended - shift) // 1000)
         else:  # received before it was sent: the producer's clock is ahead (engine.clock)
             phase.negative_latencies += 1
             phase.negative_latency.record(-lat_us)
@@ -585,6 +596,8 @@ class Conversation:
         phase.loss_gap += self._loss["gap"]
         phase.loss_tail += self._loss["tail"]
         phase.loss_after_resume += self._loss["after_resume"]
+        if self.hop is not None:  # --nats: which hop lost them
+            self.hop.classify(ranges, phase)
         return missing
 
     @property
@@ -608,6 +621,8 @@ class Conversation:
                 if len(self._ranges) < MAX_RANGES:
                     self._ranges.append((last + 1, last + extra))
             self._loss["tail"] += extra
+            if self.hop is not None:
+                self.hop.classify([(last + 1, last + extra)], phase)
             self._expected += extra
             phase.tokens_missing += extra
             phase.tokens_expected += extra

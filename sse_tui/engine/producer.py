@@ -6,27 +6,40 @@ conversation sleeping between tokens, a single task keeps a heap of due times, w
 the earliest is due, and publishes all due tokens in one round trip. Timestamps are taken
 once per batch, right before the PUBLISHes are sent, as the protocol asks.
 
+The schedule is absolute, as wrk2's is: each conversation's next token is intended at its
+previous one's intended time plus delay and jitter, never at "now + delay". The offered rate
+is then exactly the one asked for, and a token that went out late (Redis stalled, the
+generator was busy) does not push the later ones back: whatever is overdue goes out at once,
+so the load catches up instead of quietly dropping. A token sent more than LATE_S after its
+intended time carries that time as `intended_ts` (docs/protocol.md), so that a consumer,
+on any host, measures latency from when the token should have been sent, not only from when
+it was (coordinated omission; docs/measurements.md). Pausing and changing the delay are the
+operator's doing, not lateness: a pause moves every schedule on by its length, a new delay
+re-bases overdue tokens on now.
+
 While a pipeline waits for Redis' reply nothing else is sent, so a Redis that stops answering
 holds every conversation back. That is measured apart from the generator's own lateness: the
-round trip of each pipeline (send -> reply), and how far the offered load fell behind its
-schedule while waiting for it. The schedule lag the self-check judges the generator by counts
-only the time after the reply came, when the publisher was free to send.
+round trip of each pipeline (send -> reply), and the tokens that came due while a slow reply
+was awaited and so went out late. The schedule lag the self-check judges the generator by
+counts only the time after the reply came, when the publisher was free to send.
 """
 
 from __future__ import annotations
 
 import asyncio
 import heapq
+import math
 import random
 import time
-from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
+
+from sse_tui.distributions import distribution_of
 
 # The words the simulated LLM "generates": short, ASCII, cheap to encode.
 _WORDS = ("the", " quick", " brown", " fox", " jumps", " over", " a", " lazy", " dog", ".",
@@ -40,10 +53,15 @@ COALESCE_S = 0.001
 # At most this many tokens per pipeline: with `-c 200000` everything is due at once, and one
 # pipeline of all of it is seconds of encoding with the loop blocked (no signals, no views).
 MAX_PIPELINE = 1000
-# Waits for Redis longer than this are remembered, to find the tokens they held back; the
-# usual sub-millisecond round trips are the normal cost of publishing, not a stall.
+# A wait for Redis longer than this is a stall, whose end is remembered to find the tokens it
+# held back; the usual sub-millisecond round trips are the normal cost of publishing.
 STALL_S = 0.01
-STALLS_KEPT = 64
+# A token sent later than this after its intended time carries `intended_ts`; below it the
+# payload stays byte-identical to the reference producer's. An idle asyncio loop already
+# wakes up to ~1 ms after a timer (epoll rounds the timeout up to whole ms): at 1 ms, one
+# token in eight carried the key for that alone (measured on a busy 2-CPU machine). 2 ms
+# keeps it for real lateness, and is well inside the reference's own jitter (delay/2).
+LATE_S = 0.002
 
 
 @dataclass(eq=False)
@@ -54,14 +72,33 @@ class PublishState:
     channel: str
     total: int  # tokens to publish; the last has done: true
     published: int = 0  # sequences 1..published were sent
-    due: float = 0.0  # loop time the next token is due
+    # Loop time the next token is intended to go out: the schedule, which a late send or a
+    # failed one does not move (a retry waits in the heap under a later key instead).
+    due: float = 0.0
+    # The intended time of the token after the last one taken into the pipeline being sent:
+    # the next `due` once that pipeline succeeds (drawn while the pipeline was built).
+    following: float = 0.0
     stopped: bool = False
-    failed_seq: int = 0  # the sequence whose PUBLISH failed (counted once, however often retried)
+    # Its own schedule, when it has one: the time from its start to its first token (the
+    # prefill, --first-token-delay) and, replaying a trace, the gap after each token (s).
+    first_delay_s: float = 0.0
+    gaps_s: Sequence[float] | None = field(default=None, repr=False)
+    # The sequence whose PUBLISH failed: counted once however often it is retried, and sent
+    # alone (not with the backlog behind it) until it goes through.
+    failed_seq: int = 0
     on_finished: Callable[[PublishState], None] | None = field(default=None, repr=False)
 
     @property
     def finished(self) -> bool:
         return self.published >= self.total
+
+
+class _Token(NamedTuple):
+    """One token in a pipeline: its conversation, sequence and intended time (loop)."""
+
+    state: PublishState
+    seq: int
+    due: float
 
 
 class TokenPublisher:
@@ -73,63 +110,114 @@ class TokenPublisher:
                  on_schedule_lag: Callable[[float], None],
                  on_round_trip: Callable[[float], None] | None = None,
                  on_held_back: Callable[[int], None] | None = None,
-                 clock_ns: Callable[[], int] = time.time_ns) -> None:
+                 clock_ns: Callable[[], int] = time.time_ns,
+                 rng_seed: str | None = None) -> None:
         self._client = client
         # Publish timestamps' clock: the wall clock, or a skewed one a test injects.
         self._clock_ns = clock_ns
-        self.delay_ms = delay_ms
+        self._delay_ms = delay_ms
+        # Where each gap is drawn from: the reference's jitter around a fixed delay, or the
+        # --delay distribution (a ShapedFloat's).
+        self.delay_dist = distribution_of(delay_ms)
         self._on_published = on_published  # (tokens published, of which nobody heard)
         self.in_flight = 0  # tokens of the pipeline awaiting Redis' reply
         self._on_error = on_error  # (kind, tokens that failed for the first time)
         self._on_schedule_lag = on_schedule_lag  # the generator's own lateness, s
         self._on_round_trip = on_round_trip  # each pipeline's send -> reply, s
-        self._on_held_back = on_held_back  # tokens the schedule lost waiting for Redis
+        self._on_held_back = on_held_back  # tokens sent late because Redis was slow
         self._replied_at = 0.0  # when the last pipeline's reply came (loop time)
         self._in_flight_since: float | None = None  # a pipeline waits for its reply
-        # Recent waits for Redis longer than STALL_S: (sent, replied), oldest first.
-        self._stalls: deque[tuple[float, float]] = deque(maxlen=STALLS_KEPT)
-        self._held_back = 0.0  # token-fractions not yet reported
+        self._stall_ended = -math.inf  # when the last wait for Redis over STALL_S ended
+        # (when to send, tiebreak, state): when = state.due, or later for a retry.
         self._heap: list[tuple[float, int, PublishState]] = []
         self._tiebreak = 0
         self._waiter: asyncio.Future[None] | None = None
         self._paused = False
+        self._paused_at = 0.0
+        self._sending: list[PublishState] = []  # the conversations of the pipeline in flight
         self._closed = False
-        self._rng = random.Random()
+        self._rng = random.Random(rng_seed)
 
     def add(self, state: PublishState) -> None:
-        """Start publishing a conversation now."""
+        """Start publishing a conversation now (while paused: as soon as resumed)."""
         loop = asyncio.get_running_loop()
-        state.due = loop.time()
+        state.due = (self._paused_at if self._paused else loop.time()) + state.first_delay_s
         self._push(state)
         self._wake()
 
     def remove(self, state: PublishState) -> None:
         state.stopped = True  # lazily dropped from the heap when it comes due
 
+    @property
+    def delay_ms(self) -> float:
+        return self._delay_ms
+
+    @delay_ms.setter
+    def delay_ms(self, delay_ms: float) -> None:
+        """A live delay change: a new load level, so the lateness owed under the old one is
+        forgiven (overdue tokens are re-based on now) rather than carried into the new phase
+        as a burst and as intended latency. A fixed delay typed live replaces a --delay
+        distribution: the operator took over."""
+        self._delay_ms = delay_ms
+        self.delay_dist = distribution_of(delay_ms)
+        try:
+            now = asyncio.get_running_loop().time()
+        except RuntimeError:  # not running yet: there is no schedule to re-base
+            return
+        if self._paused:  # the resume moves them on from the pause
+            now = self._paused_at
+        self._rebase(lambda t: max(t, now))
+
     def pause(self) -> None:
-        self._paused = True
+        if not self._paused:
+            self._paused = True
+            self._paused_at = asyncio.get_running_loop().time()
 
     def resume(self) -> None:
         if self._paused:
             self._paused = False
-            # Re-base every schedule on now, so a pause is not followed by a burst of catch-up.
-            now = asyncio.get_running_loop().time()
-            self._heap = [(now, t, s) for _, t, s in self._heap]
-            heapq.heapify(self._heap)
+            # The time spent paused is not lateness: every schedule moves on by the pause, so
+            # conversations keep their spacing and nothing comes out of a pause as a burst. A
+            # conversation added while paused starts now.
+            shift = asyncio.get_running_loop().time() - self._paused_at
+            self._rebase(lambda t: t + shift)
+            for s in self._sending:  # their pipeline is still awaiting Redis' reply
+                s.due += shift
+                s.following += shift
             self._wake()
+
+    def _rebase(self, move: Callable[[float], float]) -> None:
+        """Move every waiting schedule (and its heap key) by `move`, which keeps the order.
+        In place: run() holds the list."""
+        heap = self._heap
+        for _, _, s in heap:
+            s.due = move(s.due)
+        heap[:] = [(move(when), t, s) for when, t, s in heap]
+        heapq.heapify(heap)
 
     def close(self) -> None:
         self._closed = True
         self._wake()
 
     def interval_s(self) -> float:
-        """Delay plus uniform jitter in [0, delay/2], as the reference generator does."""
-        d = self.delay_ms
+        """Delay plus uniform jitter in [0, delay/2], as the reference generator does; with
+        a --delay distribution, a gap drawn from it (its spread is the jitter)."""
+        dist = self.delay_dist
+        if not dist.fixed:
+            return dist.sample(self._rng) / 1000.0
+        d = self._delay_ms
         return (d + self._rng.random() * d * 0.5) / 1000.0
 
-    def _push(self, state: PublishState) -> None:
+    def _gap_after(self, s: PublishState, seq: int) -> float:
+        """The time from token `seq` to the next: the trace's own gap, or interval_s()."""
+        gaps = s.gaps_s
+        if gaps is not None and seq <= len(gaps):
+            return gaps[seq - 1]
+        return self.interval_s()
+
+    def _push(self, state: PublishState, when: float | None = None) -> None:
         self._tiebreak += 1
-        heapq.heappush(self._heap, (state.due, self._tiebreak, state))
+        heapq.heappush(self._heap, (state.due if when is None else when, self._tiebreak, state))
 
     def _wake(self) -> None:
         w = self._waiter
@@ -158,41 +246,58 @@ class TokenPublisher:
             if heap[0][0] > now:
                 await self._sleep_until(heap[0][0])
                 continue
-            batch: list[PublishState] = []
             oldest_due = heap[0][0]
-            horizon = now + COALESCE_S
-            while heap and heap[0][0] <= horizon and len(batch) < MAX_PIPELINE:
-                state = heapq.heappop(heap)[2]
-                if not state.stopped and not state.finished:
-                    batch.append(state)
+            states, batch = self._take_due(now + COALESCE_S)
             if batch:
                 # Lateness that arose while the last pipeline waited for Redis is Redis'.
                 self._on_schedule_lag(max(0.0, now - max(oldest_due, self._replied_at)))
-                self._count_held_back(batch)
-                await self._publish(batch, now)
+                await self._publish(states, batch)
             else:
                 await asyncio.sleep(0)  # a heap of stopped conversations: let others run
 
-    def _count_held_back(self, batch: list[PublishState]) -> None:
-        """How many tokens the offered load fell behind its schedule because the publisher
-        was waiting for Redis' reply: for each conversation, the time it was due during such
-        waits, in token intervals (schedules do not catch up, so those tokens are never sent)."""
-        if self._on_held_back is None or self.delay_ms <= 0 or not self._stalls:
-            return  # with no delay there is no schedule to fall behind
-        stalls = self._stalls
-        waited = 0.0
-        for s in batch:
-            for sent, replied in reversed(stalls):
-                if replied <= s.due:
+    def _take_due(self, horizon: float) -> tuple[list[PublishState], list[_Token]]:
+        """Every token intended up to `horizon`, oldest first, at most MAX_PIPELINE: the
+        conversations taken from the heap, and their tokens. A conversation behind its
+        schedule (a Redis stall, a busy generator) has several overdue tokens, and they all
+        go now: the schedule is absolute, so the load catches up rather than drops."""
+        heap = self._heap
+        states: list[PublishState] = []
+        batch: list[_Token] = []
+        # A conversation's further overdue tokens, merged with the heap in intended order
+        # so that the oldest tokens of all conversations go first when the pipeline is full.
+        more: list[tuple[float, int, PublishState, int]] = []
+        # With no delay there is no schedule to catch up with (unless a trace gives one).
+        chain = self._delay_ms > 0 or not self.delay_dist.fixed
+        while len(batch) < MAX_PIPELINE:
+            if more and (not heap or more[0][0] <= heap[0][0]):
+                if more[0][0] > horizon:
                     break
-                waited += replied - max(sent, s.due)
-        if waited <= 0:
-            return
-        self._held_back += waited / (self.delay_ms * 1.25 / 1000.0)  # the mean interval
-        whole = int(self._held_back)
-        if whole:
-            self._held_back -= whole
-            self._on_held_back(whole)
+                due, _, s, seq = heapq.heappop(more)
+            elif heap and heap[0][0] <= horizon:
+                s = heapq.heappop(heap)[2]
+                if s.stopped or s.finished:
+                    continue
+                due, seq = s.due, s.published + 1
+                states.append(s)
+            else:
+                break
+            batch.append(_Token(s, seq, due))
+            if chain or s.gaps_s is not None:
+                s.following = due + self._gap_after(s, seq)
+                # A retried token goes alone: its backlog follows once it went through.
+                if s.following <= horizon and seq < s.total and seq > s.failed_seq:
+                    self._tiebreak += 1
+                    heapq.heappush(more, (s.following, self._tiebreak, s, seq + 1))
+        return states, batch
+
+    def _held_back_before(self) -> float:
+        """Tokens intended before this loop time went out late because of a Redis stall:
+        each was waiting to be sent (every due token goes in the next pipeline) when a slow
+        reply came, and for LATE_S or more of that wait. Taken before a pipeline is sent, so
+        that its own slow reply, which delays receipt but not sending, is not counted."""
+        if self._on_held_back is None:
+            return -math.inf
+        return self._stall_ended - LATE_S
 
     def waiting_s(self) -> float | None:
         """How long the pipeline in flight has waited for Redis' reply (None: none is)."""
@@ -203,24 +308,31 @@ class TokenPublisher:
         self._in_flight_since = None
         self._replied_at = replied
         if replied - sent > STALL_S:
-            self._stalls.append((sent, replied))
+            self._stall_ended = replied
 
-    async def _publish(self, batch: list[PublishState], now: float) -> None:
+    async def _publish(self, states: list[PublishState], batch: list[_Token]) -> None:
+        loop = asyncio.get_running_loop()
         pipe = self._client.pipeline(transaction=False)
+        held_before = self._held_back_before()
         ts = self._clock_ns()
+        # The loop time of `ts`, to place intended times (loop clock) on the wall clock.
+        at = loop.time()
+        late_before = at - LATE_S
         words = _WORDS
         nwords = len(words)
-        for s in batch:
-            seq = s.published + 1
-            pipe.publish(s.channel, orjson.dumps({
+        for s, seq, due in batch:
+            token: dict[str, Any] = {
                 "conversation_id": s.conversation_id,
                 "token": words[seq % nwords],
                 "sequence": seq,
                 "done": seq == s.total,
                 "timestamp": ts,
-            }))
-        loop = asyncio.get_running_loop()
+            }
+            if due < late_before:  # late: say when it was meant to go (coordinated omission)
+                token["intended_ts"] = ts - int((at - due) * 1e9)
+            pipe.publish(s.channel, orjson.dumps(token))
         sent = self._in_flight_since = loop.time()
+        self._sending = states
         # Sent, not yet answered: a reader can receive them before the reply comes back, so
         # the progress line counts them as published (see StatsSnapshot.tokens_in_flight).
         self.in_flight = len(batch)
@@ -228,35 +340,46 @@ class TokenPublisher:
             receivers: list[Any] = await pipe.execute()
         except (RedisError, OSError) as e:
             self.in_flight = 0
+            self._sending = []
             self._replied(sent, loop.time())
             # publish_errors counts tokens, not attempts: a token retried ten times is one.
+            # The one counted is each conversation's first in the pipeline, the token it is
+            # stuck on and retries alone; the backlog behind it waits, and is not counted.
             first_failures = 0
-            for s in batch:
+            for s in states:
                 if s.failed_seq != s.published + 1:
                     s.failed_seq = s.published + 1
                     first_failures += 1
             if first_failures:
                 self._on_error(f"redis publish: {type(e).__name__}", first_failures)
             retry = self._replied_at + RETRY_AFTER_ERROR_S
-            for s in batch:  # the same sequences are tried again; nothing was published
-                s.due = retry
-                self._push(s)
+            for s in states:  # the same sequences are tried again; nothing was published
+                self._push(s, retry)  # their intended times stay: the retry is late
             return
         self.in_flight = 0
+        self._sending = []
         self._replied(sent, loop.time())
         if self._on_round_trip is not None:
             self._on_round_trip(self._replied_at - sent)
         unheard = 0
-        for s, n in zip(batch, receivers, strict=True):
-            s.published += 1
+        held = 0
+        for (s, seq, due), n in zip(batch, receivers, strict=True):
+            s.published = seq
             if n == 0:
                 unheard += 1
-            if s.finished:
-                if s.on_finished is not None:
-                    s.on_finished(s)
-            elif not s.stopped:
-                # Schedule from the due time, not from now, so the rate holds when we run late;
-                # but never schedule in the past by more than one interval (no catch-up bursts).
-                s.due = max(s.due + self.interval_s(), now)
+            if due < held_before:
+                held += 1
+            if seq == s.total and s.on_finished is not None:
+                s.on_finished(s)
+        # With no delay there is no schedule: the next token is meant to go when it can.
+        unscheduled = self._delay_ms <= 0 and self.delay_dist.fixed
+        for s in states:
+            if not s.finished and not s.stopped:
+                # From the intended time, not from now: the rate holds when we run late, and
+                # what fell behind catches up (absolute schedule; see the module's doc).
+                s.due = (self._replied_at if unscheduled and s.gaps_s is None
+                         else s.following)
                 self._push(s)
+        if held and self._on_held_back is not None:
+            self._on_held_back(held)
         self._on_published(len(batch), unheard)

@@ -4,7 +4,9 @@ The publisher sends one pipeline at a time and waits for its reply, so a Redis t
 answering (a fork for a snapshot, a slow replica, SIGSTOP) holds every conversation back: the
 offered load drops while the generator itself is idle. The self-check (selfwatch) does not see
 this — the publisher reports it only its own lateness — so it is judged here, from the publish
-round trips and the tokens the schedule lost while waiting (sse_tui.engine.producer).
+round trips and the tokens that came due while a slow reply was awaited. The schedule is
+absolute (sse_tui.engine.producer), so those tokens are not lost: they go out late, at once,
+when Redis answers, and their wait shows in the intended latency (`latency_intended`).
 
 Live: a warning while a reply is overdue, or when a slow round trip in the last LIVE_S held
 tokens back. End of run: a verdict from the run's totals alone (the `publish_rtt` histogram
@@ -46,6 +48,7 @@ class PublishWatch:
             self._slow.append((time.monotonic(), rtt_s * 1000.0))
 
     def held_back(self, tokens: int) -> None:
+        """Tokens that went out late (once Redis answered) because a slow reply held them."""
         self._held.append((time.monotonic(), tokens))
 
     def warning(self, waiting_s: float | None = None, *,
@@ -68,8 +71,8 @@ class PublishWatch:
             return None
         worst = max(ms for _, ms in self._slow)
         return (f"Redis is slow: publish round trip up to {_duration(worst)} in the last "
-                f"{LIVE_S:.0f} s; the offered load fell behind schedule by {held} tokens "
-                "waiting for it (Redis, not the generator, held publishing back)")
+                f"{LIVE_S:.0f} s; {held} tokens went out late, behind schedule, waiting for "
+                "it (Redis, not the generator, held publishing back)")
 
 
 def redis_verdict(total: PhaseStats, *, generator_overloaded: bool = False) -> str | None:
@@ -79,5 +82,6 @@ def redis_verdict(total: PhaseStats, *, generator_overloaded: bool = False) -> s
     if rtt.count == 0 or rtt.max < SLOW_RTT_MS or held < 1:
         return None
     return (f"Redis held publishing back: publish round trip p99 {_duration(rtt.p99)}, max "
-            f"{_duration(rtt.max)}; the offered load fell behind schedule by {held} tokens "
-            "while the generator waited for Redis" + (_ALSO_OURS if generator_overloaded else ""))
+            f"{_duration(rtt.max)}; {held} tokens went out late, behind schedule, while the "
+            "generator waited for Redis (their wait is in the intended latency)"
+            + (_ALSO_OURS if generator_overloaded else ""))

@@ -96,6 +96,8 @@ class PhaseRecorder(Counters):
     ended_s: float | None = None
     errors: Counter[str] = field(default_factory=Counter)
     latency: LatencyHistogram = field(default_factory=LatencyHistogram)
+    # From each token's intended publish time (the schedule) to receipt: coordinated omission.
+    latency_intended: LatencyHistogram = field(default_factory=LatencyHistogram)
     connect: LatencyHistogram = field(default_factory=LatencyHistogram)
     first_token: LatencyHistogram = field(default_factory=LatencyHistogram)
     itl: LatencyHistogram = field(default_factory=LatencyHistogram)
@@ -106,6 +108,9 @@ class PhaseRecorder(Counters):
     # that `latency` stays a distribution of real delays and both stay exact when merged.
     negative_latency: LatencyHistogram = field(default_factory=LatencyHistogram)
     error_examples: dict[str, str] = field(default_factory=dict)
+    # The per-hop tap (--nats; sse_tui.engine.nats_tap): publish -> NATS, NATS -> SSE.
+    redis_to_nats: LatencyHistogram = field(default_factory=LatencyHistogram)
+    nats_to_sse: LatencyHistogram = field(default_factory=LatencyHistogram)
 
     def error(self, kind: str, n: int = 1, detail: str | None = None) -> None:
         """Count an error of a kind (a small fixed set); the first detail of each kind is
@@ -130,6 +135,7 @@ class PhaseRecorder(Counters):
             elapsed_s=self.elapsed_s(now_s),
             errors=dict(self.errors),
             latency=self.latency.freeze(copy),
+            latency_intended=self.latency_intended.freeze(copy),
             connect=self.connect.freeze(copy),
             first_token=self.first_token.freeze(copy),
             itl=self.itl.freeze(copy),
@@ -137,6 +143,8 @@ class PhaseRecorder(Counters):
             establish=self.establish.freeze(copy),
             error_examples=dict(self.error_examples),
             negative_latency=self.negative_latency.freeze(copy),
+            redis_to_nats=self.redis_to_nats.freeze(copy),
+            nats_to_sse=self.nats_to_sse.freeze(copy),
         )
 
     @classmethod
@@ -150,12 +158,15 @@ class PhaseRecorder(Counters):
             total.add(p)
             total.errors.update(p.errors)
             total.latency.add(p.latency)
+            total.latency_intended.add(p.latency_intended)
             total.connect.add(p.connect)
             total.first_token.add(p.first_token)
             total.itl.add(p.itl)
             total.publish_rtt.add(p.publish_rtt)
             total.establish.add(p.establish)
             total.negative_latency.add(p.negative_latency)
+            total.redis_to_nats.add(p.redis_to_nats)
+            total.nats_to_sse.add(p.nats_to_sse)
             for kind, example in p.error_examples.items():
                 total.error_examples.setdefault(kind, example)
         return total

@@ -25,8 +25,11 @@ class Rejected(NamedTuple):
 
 
 def parse_token(data: str, conversation_id: str,
-                max_sequence: int) -> tuple[int, int, bool] | Rejected:
-    """(sequence, timestamp, done) of a valid payload, else why not. Runs once per token."""
+                max_sequence: int) -> tuple[int, int, bool, int] | Rejected:
+    """(sequence, timestamp, done, intended) of a valid payload, else why not. Runs once per
+    token. `intended` is the optional `intended_ts` (docs/protocol.md): when a late token was
+    meant to be published; the timestamp itself for an on-time one, or when the key is not an
+    integer at or before the timestamp (an optional extension is ignored, never rejected)."""
     try:
         d = orjson.loads(data)
     except orjson.JSONDecodeError:
@@ -38,7 +41,10 @@ def parse_token(data: str, conversation_id: str,
         cid = d.get("conversation_id")
         if (type(seq) is int and type(ts) is int and type(done) is bool
                 and 1 <= seq <= max_sequence and (cid is None or cid == conversation_id)):
-            return seq, ts, done
+            intended = d.get("intended_ts")
+            if type(intended) is not int or intended > ts:
+                intended = ts
+            return seq, ts, done, intended
     return _rejected(d, data, conversation_id, max_sequence)
 
 

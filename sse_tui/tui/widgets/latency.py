@@ -1,4 +1,9 @@
-"""The latency panel: current figures, a sparkline of recent receipts, p50/p99 over time."""
+"""The latency panel: current figures, a sparkline of recent receipts, p50/p99 over time.
+
+The intended latency (from each token's scheduled publish time; docs/measurements.md) gets a
+line of its own only when it tells something the plain one does not: on a healthy run the two
+are the same, and a second copy of the same figures would only take the chart's room.
+"""
 
 from __future__ import annotations
 
@@ -10,11 +15,56 @@ from textual.containers import Vertical
 from textual.events import Resize
 from textual.widgets import Sparkline, Static
 
-from sse_tui.snapshot import StatsSnapshot, TimelinePoint
+from sse_tui.snapshot import Distribution, StatsSnapshot, TimelinePoint
 from sse_tui.tui.format import fmt_clock, fmt_ms
+from sse_tui.tui.widgets.hops import HopLine
 
 # How many seconds of timeline the chart shows (older points scroll off on the left).
 CHART_WINDOW_S = 300
+# The intended latency is shown when its p99 is this much above the plain one's, both
+# relatively and in ms: a few ms of the generator's own timer jitter (under the self-check's
+# 5 ms limit) and a few percent are not worth a line; a stall of Redis or of the generator is.
+INTENDED_SHOWN_RATIO = 1.10
+INTENDED_SHOWN_MS = 5.0
+
+
+def intended_differs(plain: Distribution, intended: Distribution) -> bool:
+    """Whether the intended latency's p99 differs enough from the plain one's to show it."""
+    if intended.count == 0 or plain.count == 0:
+        return False
+    return (intended.p99 > plain.p99 * INTENDED_SHOWN_RATIO
+            and intended.p99 - plain.p99 > INTENDED_SHOWN_MS)
+
+
+def intended_text(snap: StatsSnapshot) -> Text | None:
+    """`intended p99 1012  max 1030 ms (from schedule)` for the current phase, or None when
+    it says nothing the plain figures do not."""
+    phase = snap.current_phase
+    d = phase.latency_intended.summary
+    if not intended_differs(phase.latency.summary, d):
+        return None
+    line = Text(no_wrap=True, overflow="ellipsis")
+    line.append("intended", "bold yellow")
+    line.append(" p99 ", "bold")
+    line.append(fmt_ms(d.p99))
+    line.append("  max ", "bold")
+    line.append(fmt_ms(d.max))
+    line.append(" ms (from schedule)", "dim")
+    return line
+
+
+class IntendedLine(Static):
+    """Shown only while the intended latency differs from the plain one."""
+
+    DEFAULT_CSS = """
+    IntendedLine { height: 1; display: none; }
+    """
+
+    def update_from(self, snap: StatsSnapshot) -> None:
+        text = intended_text(snap)
+        self.display = text is not None
+        if text is not None:
+            self.update(text)
 
 
 def render_chart(points: tuple[TimelinePoint, ...], width: int, height: int) -> Text:
@@ -129,11 +179,15 @@ class LatencyPanel(Vertical):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.figures = Static(id="latency-figures")
+        self.intended = IntendedLine(id="latency-intended")
+        self.hops = HopLine(id="latency-hops")  # with --nats only (widgets/hops.py)
         self.sparkline = Sparkline([], summary_function=max, id="latency-spark")
         self.chart = LatencyChart(id="latency-chart")
 
     def compose(self) -> ComposeResult:
         yield self.figures
+        yield self.intended
+        yield self.hops
         yield self.sparkline
         yield self.chart
 
@@ -157,6 +211,8 @@ class LatencyPanel(Vertical):
         figures.append(" ms")
         figures.append(f"  (phase {snap.phase_index})", "dim")
         self.figures.update(figures)
+        self.intended.update_from(snap)
+        self.hops.update_from(snap)
         recent = list(snap.recent_latency_ms)
         if self.sparkline.data != recent:
             self.sparkline.data = recent
