@@ -35,9 +35,10 @@ from sse_tui.settings import (
     default_text,
     env_settings,
 )
-from sse_tui.values import NUMBER_RE, WHOLE_RE
+from sse_tui.shaping import apply_shape
+from sse_tui.values import NUMBER_RE, WHOLE_RE, stages_length_s
 
-Command = Literal["run", "sandbox"]
+Command = Literal["run", "sandbox", "sweep"]
 PROG = "sse-tui"
 
 
@@ -55,12 +56,17 @@ class CliOptions:
     # FaultConfig keyword arguments (rates, counts, flags), from --faults.
     faults: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     tls: bool = False  # --tls: the demo/sandbox adapter serves https://
+    # --topology: the demo/sandbox stack, Redis -> bridge -> NATS -> adapter or Redis -> adapter.
+    topology: str = "full"
+    # `sse-tui sweep`'s own flags, read by sse_tui.sweep: dest -> (the flag as typed, its text).
+    sweep: Mapping[str, tuple[str, str]] = field(default_factory=lambda: MappingProxyType({}))
 
 
 # --- the flags ------------------------------------------------------------------------------
 
 _ORIGINAL = "flags of the original tool"
 _OURS = "sse-tui flags"
+_SWEEP = "sweep flags"
 _OTHER = "other"
 
 
@@ -75,6 +81,7 @@ class _Flag:
     help: str
     example: str = ""  # a value to show in "needs a value" messages
     sandbox: bool = False  # accepted by `sse-tui sandbox`
+    sweep: bool = False  # accepted by `sse-tui sweep` alone (its values: sse_tui.sweep)
 
 
 def _setting_flag(spec: SettingSpec) -> _Flag:
@@ -102,11 +109,30 @@ _FLAGS: tuple[_Flag, ...] = (
     _Flag("faults", ("faults",), None, False, _OURS, "SPEC",
           "faults the demo/sandbox adapter injects, comma-separated: drop=RATE, dup=RATE, "
           "reorder=RATE, delay=MS, disconnect=TOKENS, resume-bug, first-loss=RATE, "
-          "gap=TOKENS, tail=TOKENS, seed=N "
+          "gap=TOKENS, tail=TOKENS, overload=STREAMS with overload-delay=MS, seed=N "
+          "plus, with --topology full, bridge-drop=RATE, bridge-delay=MS, interest-delay=MS "
           "(e.g. drop=0.01,disconnect=100)", "drop=0.01", sandbox=True),
+    _Flag("topology", ("topology",), None, False, _OURS, "full|direct",
+          "with --demo (or sandbox): full runs the real path, Redis -> bridge -> NATS -> SSE "
+          "adapter, and --demo taps NATS (per-hop latency and loss); direct has the adapter "
+          "read Redis itself (lighter) (default: full)", "full", sandbox=True),
     _Flag("tls", ("tls",), None, True, _OURS, None,
           "with --demo (or sandbox): the SSE adapter serves https:// with a certificate "
           "made at start (needs openssl), which --demo trusts by itself", sandbox=True),
+    # `sse-tui sweep` (docs/sweep.md): the level is conversations live at once (or --rate).
+    _Flag("sweep_from", ("from",), None, False, _SWEEP, "N",
+          "the first load level (default: 10)", "10", sweep=True),
+    _Flag("sweep_to", ("to",), None, False, _SWEEP, "N",
+          "the highest load level tried (default: 2000)", "2000", sweep=True),
+    _Flag("factor", ("factor",), None, False, _SWEEP, "F",
+          "each step multiplies the level by F until one fails the SLO (default: 2)", "2",
+          sweep=True),
+    _Flag("step_duration", ("step-duration",), None, False, _SWEEP, "DURATION",
+          "how long each level is measured, after its warm-up (default: 20s)", "20s",
+          sweep=True),
+    _Flag("warmup", ("warmup",), None, False, _SWEEP, "DURATION",
+          "how long each level runs before it is measured (default: a quarter of "
+          "--step-duration, at most 5s)", "5s", sweep=True),
     _Flag("help", ("help",), "h", True, _OTHER, None, "show this help and exit", sandbox=True),
     _Flag("version", ("version",), None, True, _OTHER, None, "show the version and exit",
           sandbox=True),
@@ -236,7 +262,8 @@ examples:
   {PROG} -r localhost:6379 -s http://localhost:8080 -c 100 -t 200 -d 20 -duration 5m
   {PROG} -mode producer --run-id r1 ...  and on another machine: -mode consumer --run-id r1
   {PROG} sandbox --faults drop=0.01      run the local stack alone and print its addresses
-  {PROG} cluster --port-forward          run-loadtest.sh's command; see cluster --help"""
+  {PROG} cluster --port-forward          run-loadtest.sh's command; see cluster --help
+  {PROG} sweep --demo --slo 'p99<50ms'   capacity search; see sweep --help"""
 
 _SANDBOX_USAGE = f"{PROG} sandbox " + " ".join(
     f"[--{f.longs[0]} {f.metavar}]" for f in _SANDBOX_VALUE_FLAGS
@@ -261,17 +288,33 @@ def _build_parser(command: Command) -> _Parser:
         allow_abbrev=False,  # Go does not take abbreviations; neither do we
         exit_on_error=False,
     )
+    if command == "sweep":
+        parser.prog, parser.usage = f"{PROG} sweep", _SWEEP_USAGE
+        parser.description, parser.epilog = _SWEEP_DESCRIPTION, None
     groups = {
-        title: parser.add_argument_group(title) for title in (_ORIGINAL, _OURS, _OTHER)
+        title: parser.add_argument_group(title)
+        for title in (_SWEEP, _ORIGINAL, _OURS, _OTHER)
     }
     for flag in _FLAGS:
         if sandbox and not flag.sandbox:
             continue
         groups[flag.group].add_argument(
             *_option_strings(flag), dest=flag.dest, action=_Switch if flag.switch else _Value,
-            metavar=flag.metavar, help=flag.help,
+            metavar=flag.metavar,
+            # Parsed always (to say they belong to sweep), shown in sweep's help alone.
+            help=argparse.SUPPRESS if flag.sweep and command != "sweep" else flag.help,
         )
     return parser
+
+
+_SWEEP_USAGE = (f"{PROG} sweep --slo CLAUSES [--from N] [--to N] [--factor F]\n"
+                "                     [--step-duration DURATION] [--warmup DURATION] [flags]")
+_SWEEP_DESCRIPTION = """\
+Capacity search: run the load at increasing levels (conversations live at once, or
+with --rate new conversations per second), each for --warmup then --step-duration,
+until one fails the --slo; then bisect between the last level that met it and the
+first that did not, and report the highest level that met the SLO. Headless; any
+flag of a run applies to every level. See docs/sweep.md."""
 
 
 def format_help(command: Command = "run") -> str:
@@ -344,6 +387,14 @@ def _fault_count(name: str, text: str) -> int:
     raise ValueError(f"{name} must be a whole number of tokens of at least 1, e.g. {name}=100")
 
 
+def _fault_streams(name: str, text: str) -> int:
+    s = text.strip()
+    if WHOLE_RE.fullmatch(s) and int(s) >= 1:
+        return int(s)
+    raise ValueError(f"{name} must be a whole number of open streams of at least 1, "
+                     f"e.g. {name}=100")
+
+
 def _fault_int(name: str, text: str) -> int:
     s = text.strip()
     if WHOLE_RE.fullmatch(s):
@@ -373,6 +424,17 @@ _FAULT_KINDS: dict[str, tuple[str, Callable[[str, str], float], str]] = {
     "first-loss": ("first_loss_rate", _rate, "first-loss=0.1"),
     "gap": ("gap", _fault_count, "gap=5"),
     "tail": ("tail_after", _fault_count, "tail=10"),
+    # A load-dependent delay (for `sse-tui sweep`): tokens held overload-delay ms longer
+    # while more than `overload` streams are open.
+    "overload": ("overload_streams", _fault_streams, "overload=100,overload-delay=50"),
+    "overload-delay": ("overload_delay_ms", _fault_ms, "overload=100,overload-delay=50"),
+}
+# The full topology's hops (docs/topology.md): the bridge's drop and delay, and the adapter's
+# NATS interest becoming active late (the first tokens after a subscribe are lost).
+_FAULT_KINDS |= {
+    "bridge-drop": ("bridge_drop_rate", _rate, "bridge-drop=0.01"),
+    "bridge-delay": ("bridge_delay_ms", _fault_ms, "bridge-delay=20"),
+    "interest-delay": ("interest_delay_ms", _fault_ms, "interest-delay=50"),
 }
 _FAULT_NAMES = {name: name for name in _FAULT_KINDS} | {
     key.replace("_", "-"): name for name, (key, _, _) in _FAULT_KINDS.items()
@@ -438,7 +500,8 @@ def parse_args(argv: Sequence[str]) -> CliOptions:
         raise UsageError(f"{e}: see {PROG} --help") from None
     given: list[_Given] = namespace.given
     words, unknown = _words(argv, leftovers)
-    command: Command = "sandbox" if words[:1] == ["sandbox"] else "run"
+    command: Command = ("sandbox" if words[:1] == ["sandbox"]
+                        else "sweep" if words[:1] == ["sweep"] else "run")
 
     # Asking for help wins over whatever else is on the line.
     for g in given:
@@ -457,7 +520,7 @@ def parse_args(argv: Sequence[str]) -> CliOptions:
             raise UsageError(f"flag {g.flag} needs a value: e.g. {g.flag} {example}")
     if unknown:
         raise _unknown_flag(unknown[0])
-    extra = words[1:] if words[:1] in (["run"], ["sandbox"]) else words
+    extra = words[1:] if words[:1] in (["run"], ["sandbox"], ["sweep"]) else words
     if extra:
         raise UsageError(
             f"unexpected argument {extra[0]!r}: {PROG} takes flags (and the sandbox "
@@ -471,6 +534,11 @@ def parse_args(argv: Sequence[str]) -> CliOptions:
                     f"flag {g.flag} does not apply to {PROG} sandbox, which takes "
                     f"{', '.join(takes[:-1])} and {takes[-1]}"
                 )
+
+    for g in given:
+        if command != "sweep" and _FLAG_OF_DEST[g.dest].sweep:
+            raise UsageError(f"flag {g.flag} applies only to {PROG} sweep: e.g. {PROG} sweep "
+                             f"--slo 'p99<50ms' {g.flag} {_FLAG_OF_DEST[g.dest].example}")
 
     last = {g.dest: g for g in given}  # the last occurrence wins, as in Go
     switches = {dest: _switch_on(g) for dest, g in last.items() if _FLAG_OF_DEST[dest].switch}
@@ -492,7 +560,12 @@ def parse_args(argv: Sequence[str]) -> CliOptions:
                                      for item in spec.read_flag(g.flag, g.text or ""))
     # REDIS_URL and the like sit under the config file and the flags.
     from_env = env_settings(os.environ) if command == "run" else {}
-    settings = Settings(**{**from_env, **from_config, **from_flags}).validated()
+    settings = Settings(**{**from_env, **from_config, **from_flags})
+    settings = apply_shape(settings, explicit={**from_config, **from_flags}.keys())
+    if settings.stages and "duration_s" not in {**from_config, **from_flags}:
+        # Without --duration a load profile runs for as long as its stages.
+        settings = settings.with_changes(duration_s=stages_length_s(settings.stages))
+    settings = settings.validated()
 
     demo = switches.get("demo", False)
     faults: dict[str, float] = {}
@@ -511,6 +584,8 @@ def parse_args(argv: Sequence[str]) -> CliOptions:
                          "makes the embedded SSE adapter serve https://; for your own "
                          "server give an https:// --sse URL (and --cacert FILE)")
 
+    topology = _topology(last, text, faults, command == "run" and not demo)
+
     json_path = _json_path(last["json"].flag, text["json"]) if "json" in text else None
 
     return CliOptions(
@@ -523,7 +598,38 @@ def parse_args(argv: Sequence[str]) -> CliOptions:
         explicit=frozenset(from_config) | frozenset(from_flags),
         faults=MappingProxyType(faults),
         tls=tls,
+        topology=topology,
+        sweep=MappingProxyType({dest: (g.flag, text[dest]) for dest, g in last.items()
+                                if _FLAG_OF_DEST[dest].sweep and dest in text}),
     )
+
+
+# The sandbox's shapes (sse_tui.sandbox.stack.TOPOLOGIES, not imported: it is heavy), the
+# default first: a new user sees the real path, NATS and the per-hop tap (docs/topology.md).
+TOPOLOGIES = ("full", "direct")
+
+
+def _topology(last: Mapping[str, _Given], text: Mapping[str, str], faults: Mapping[str, Any],
+              without_sandbox: bool) -> str:
+    """--topology, checked against the run and the faults asked for."""
+    if "topology" not in text:
+        topology = TOPOLOGIES[0]
+    else:
+        flag, topology = last["topology"].flag, text["topology"].strip().lower()
+        if topology not in TOPOLOGIES:
+            raise UsageError(f"invalid value for {flag}: {text['topology']!r}; use full "
+                             "(Redis -> bridge -> NATS -> adapter) or direct (the adapter "
+                             "reads Redis)")
+        if without_sandbox:
+            raise UsageError(f"{flag} needs --demo (or the sandbox subcommand): it shapes "
+                             "the embedded stack")
+    hop_faults = [k for k in ("bridge_drop_rate", "bridge_delay_ms", "interest_delay_ms")
+                  if faults.get(k)]
+    if hop_faults and topology != "full":
+        names = ", ".join(k.rsplit("_", 1)[0].replace("_", "-") for k in hop_faults)
+        raise UsageError(f"the fault(s) {names} need --topology full: the direct topology "
+                         "has no bridge and no NATS")
+    return topology
 
 
 def use_tui(options: CliOptions, stdin: IO[Any], stdout: IO[Any]) -> bool:

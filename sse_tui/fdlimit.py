@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sys
 
+from sse_tui.capacity import peak_conversations
 from sse_tui.settings import Settings, UsageError
 
 # Descriptors besides the streams: Redis connections, the event loop's own, stdio, log and
@@ -19,7 +20,7 @@ MARGIN = 64
 
 
 def descriptors_needed(settings: Settings) -> int:
-    streams = settings.conversations if settings.mode in ("consumer", "both") else 0
+    streams = peak_conversations(settings) if settings.mode in ("consumer", "both") else 0
     return streams + MARGIN
 
 

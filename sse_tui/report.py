@@ -18,6 +18,7 @@ from sse_tui import slo
 from sse_tui.engine.publish_watch import redis_verdict
 from sse_tui.engine.selfwatch import WINDOW_S, describe_window, phase_list
 from sse_tui.files import WriteError, write_private_atomically
+from sse_tui.shaping import distributions_json
 from sse_tui.snapshot import (
     COUNTER_FIELDS,
     Counters,
@@ -47,11 +48,31 @@ def progress_line(snap: StatsSnapshot, now: float | None = None) -> str:
             f"Errors: {t.errors_total}, p50: {_ms(lat.p50)}, p99: {_ms(lat.p99)}")
     if t.tokens_missing:
         line += f", Missing: {t.tokens_missing}"
+    if snap.settings.rate > 0:  # open loop: what arrived, and what the cap turned away
+        line += f", Started: {t.conversations_started}"
+        if t.arrivals_dropped:
+            line += f", Dropped: {t.arrivals_dropped}"
     if len(snap.phases) > 1:
         line += f", Phase {snap.phase_index}: {snap.current_phase.label}"
+    if snap.profile is not None:
+        p = snap.profile
+        line += f", Stage {p.stage}/{p.stages}" + (" (held)" if p.held else "")
     if snap.state == "paused":
         line += " (paused)"
     return line
+
+
+def load_model_row(snap: StatsSnapshot) -> str | None:
+    """`Load model:  open loop, …` for the summary, when it is not the plain closed loop."""
+    s = snap.settings
+    parts = []
+    if s.rate > 0:
+        parts.append(f"open loop: {s.arrival} arrivals at {s.rate:g}/s, at most "
+                     f"{s.conversations} live (arrivals over it dropped and counted)")
+    if s.stages:
+        parts.append(f"profile of {len(s.stages)} stages ({','.join(s.stages)}), "
+                     f"one phase each")
+    return f"Load model:           {'; '.join(parts)}" if parts else None
 
 
 def _num(v: float) -> str:
@@ -86,18 +107,23 @@ def format_summary(snap: StatsSnapshot) -> str:
         f"Max Latency:          {_ms(lat.max)}",
         "",
         _dist_row("Latency", lat),
+        _dist_row("Intended latency", t.latency_intended.summary),  # from the schedule
         _dist_row("Connect time", t.connect.summary),
         *_connection_rows(t),
         _dist_row("Time to first token", t.first_token.summary),
         _dist_row("Inter-token gap", t.itl.summary),
         *([_dist_row("Publish round trip", t.publish_rtt.summary)] if t.publish_rtt.count
           else []),
+        *_hop_rows(t),
         f"Throughput:           {t.published_per_s:.1f} published/s, "
         f"{t.received_per_s:.1f} received/s",
         f"Conversations:        {t.conversations_started} started, "
         f"{t.conversations_completed} completed, {t.conversations_incomplete} incomplete"
         + (f", {t.conversations_cut_short} cut short by the end" if t.conversations_cut_short
-           else ""),
+           else "")
+        + (f", {t.arrivals_dropped} arrivals dropped by the cap (--conversations)"
+           if t.arrivals_dropped or s.rate > 0 else ""),
+        *filter(None, [load_model_row(snap)]),
         *(f"{f.metadata['label'] + ':':<22}{getattr(t, f.name)}"
           for f in COUNTER_FIELDS if "label" in f.metadata),
         f"Streams ended early:  {t.streams_ended_without_done} (reconnects {t.reconnects})",
@@ -150,6 +176,34 @@ def _clock_rows(snap: StatsSnapshot) -> list[str]:
     if snap.clock_warning:
         rows.append(f"WARNING: {snap.clock_warning}")
     return rows
+
+
+def _hop_rows(t: PhaseStats) -> list[str]:
+    """With --nats: latency and loss by hop, and what the tap cost (docs/topology.md)."""
+    if not t.tap_subscriptions:
+        return []
+    rows = [_dist_row("Redis -> NATS", t.redis_to_nats.summary),
+            _dist_row("NATS -> SSE", t.nats_to_sse.summary)]
+    if t.tokens_missing or t.lost_before_nats or t.lost_after_nats:
+        rows.append(f"Missing, which hop:   {t.lost_before_nats} before NATS (Redis, bridge), "
+                    f"{t.lost_after_nats} after NATS (leaf, adapter)")
+    per_message = f", {t.tap_busy_us / t.tap_messages:.0f} µs each" if t.tap_messages else ""
+    rows.append(f"NATS tap:             {t.tap_subscriptions} subjects, {t.tap_messages} "
+                f"messages, {t.tap_busy_us / 1000:.1f} ms handling them{per_message}"
+                + (f"; {t.unseen_on_nats} tokens delivered that it never saw"
+                   if t.unseen_on_nats else ""))
+    return rows
+
+
+def hops_dict(p: PhaseStats, counters: Mapping[str, Any]) -> dict[str, Any]:
+    """The JSON `hops` object: the tap's two latencies, its loss by hop and its own cost."""
+    return {
+        "redis_to_nats_ms": _hist(p.redis_to_nats),
+        "nats_to_sse_ms": _hist(p.nats_to_sse),
+        **counters,
+        "tap_us_per_message": (round(p.tap_busy_us / p.tap_messages, 3) if p.tap_messages
+                               else None),
+    }
 
 
 def _loss_rows(t: PhaseStats) -> list[str]:
@@ -380,8 +434,12 @@ def phase_dict(p: PhaseStats) -> dict[str, Any]:
         },
         # Keys added since schema 1 go last.
         "publish_rtt_ms": _hist(p.publish_rtt),
+        "latency_intended_ms": _hist(p.latency_intended),
     }
     out["clock"] = out.pop("clock")  # a counter group added since schema 1: last, too
+    out["hops"] = hops_dict(p, out.pop("hops"))
+    out["rate_setting"] = p.rate  # open loop: arrivals per second in force; 0 = closed loop
+    out["stage"] = p.stage  # the --stages profile's stage (1-based) that set it, or null
     return out
 
 
@@ -408,12 +466,23 @@ def summary_dict(snap: StatsSnapshot) -> dict[str, Any]:
         "settings": snap.settings.summary_dict(),
         "elapsed_s": round(snap.elapsed_s, 3),
     }
+    shaped = distributions_json(snap.settings)
+    if shaped:  # the numbers of --tokens/--delay/... are the means of these
+        out["settings"]["distributions"] = shaped
+    if snap.conversation_lengths:
+        out["conversation_lengths"] = {
+            f"{2 ** i}..{2 ** (i + 1) - 1}": n
+            for i, n in enumerate(snap.conversation_lengths) if n}
     total = phase_dict(t)
     for key in ("index", "label", "started_s", "ended_s", "elapsed_s", "conversations_setting",
                 "delay_ms"):
         total.pop(key)
     publish_rtt = total.pop("publish_rtt_ms")  # after the schema-1 keys, below
+    latency_intended = total.pop("latency_intended_ms")
     total.pop("clock")  # the total's is fuller: clock_dict, below
+    hops = total.pop("hops")  # added since schema 1: after clock, below
+    total.pop("rate_setting")  # per phase; the run's is in settings
+    total.pop("stage")
     out.update(total)
     out["phases"] = [phase_dict(p) for p in snap.phases]
     out["self"] = self_dict(snap)
@@ -427,9 +496,14 @@ def summary_dict(snap: StatsSnapshot) -> dict[str, Any]:
         "publish_rtt": t.publish_rtt.encode(),
         "establish": t.establish.encode(),
         "negative_latency": t.negative_latency.encode(),
+        "redis_to_nats": t.redis_to_nats.encode(),
+        "nats_to_sse": t.nats_to_sse.encode(),
+        "latency_intended": t.latency_intended.encode(),
     }
     out["publish_rtt_ms"] = publish_rtt
+    out["latency_intended_ms"] = latency_intended
     out["clock"] = clock_dict(snap)
+    out["hops"] = hops
     out["redis_warning"] = redis_verdict(
         t, generator_overloaded=snap.health.overloaded_windows > 0)
     out["accounting"] = accounting_dict(snap)

@@ -29,24 +29,33 @@ from sse_tui.credentials import (
     resolve_header,
     url_without_password,
 )
+from sse_tui.distributions import SHAPES
 from sse_tui.slo import SLO
 from sse_tui.values import (
     COUNT,
+    COUNT_OR_SHAPE,
     DURATION,
     HEADERS,
     IDENTIFIER,
-    MILLISECONDS,
+    MS_OR_SHAPE,
+    RATE,
+    SEED,
+    SHAPE,
+    SPEED,
+    STAGES,
     SWITCH,
     TEXT,
     UsageError,
     ValueKind,
     check_channel_prefix,
+    check_load_model,
     check_max_event_bytes,
     check_run_id,
     choice,
     format_duration,
     parse_duration,
     redis_url,
+    shown_toml_value,
     sse_base,
 )
 
@@ -60,7 +69,59 @@ __all__ = [
 Mode = Literal["producer", "consumer", "both"]
 MODES: tuple[Mode, ...] = ("producer", "consumer", "both")
 TRANSPORTS = ("raw", "httpx")
+ARRIVALS = ("poisson", "uniform")  # how open-loop arrivals are spaced (sse_tui.engine.arrivals)
 
+
+# A TCP port to listen on, 0 = off (--metrics-port), and an address to listen on. (Kinds of
+# value live in sse_tui.values; these two may move there.)
+def _port_from_text(text: str, example: str) -> int:
+    s = text.strip()
+    if not s.isdigit() or int(s) > 65535:
+        raise ValueError(f"{text!r} is not a port number (1-65535, 0 = off); use e.g. {example}")
+    return int(s)
+
+
+def _port_from_toml(value: Any, example: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 65535:
+        raise ValueError(f"must be a port number (1-65535, 0 = off), e.g. {example}; "
+                         f"got {shown_toml_value(value)}")
+    return value
+
+
+def _port_check(label: str, value: Any) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 65535:
+        raise UsageError(f"{label} must be a port number (1-65535, 0 = off), got {value!r}")
+
+
+PORT = ValueKind(_port_from_text, _port_from_toml, _port_check,
+                 show=lambda port: str(port) if port else "off")
+
+
+def check_listen_address(address: str) -> None:
+    """An IP address or a host name to listen on (--metrics-address)."""
+    if not address or any(c.isspace() or c in "/[]" for c in address):
+        raise UsageError(f"invalid address {address!r}: give an IP address such as 0.0.0.0, "
+                         "127.0.0.1 or ::, or a host name")
+
+
+
+def nats_url(address: str) -> str:
+    """`host:port`, `host` or a nats:// / tls:// URL -> a URL nats-py accepts; "" = off."""
+    a = address.strip()
+    if not a:
+        return ""
+    if "://" in a:
+        if a.split("://", 1)[0].lower() not in ("nats", "tls"):
+            raise UsageError(f"invalid NATS address {address!r}: use host:port or "
+                             "nats://host:4222")
+        return a
+    host, sep, port = a.rpartition(":")
+    if not sep:
+        return f"nats://{a}:4222"
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise UsageError(f"invalid NATS port in {address!r}: use host:port, e.g. "
+                         "localhost:4222")
+    return f"nats://{host or 'localhost'}:{port}"
 
 
 # --- the table ------------------------------------------------------------------------------
@@ -193,13 +254,15 @@ class Settings:
         help="conversations live at once; a finished one is replaced",
     ))
     tokens: int = field(default=50, metadata=_spec(
-        kind=COUNT, short="t", metavar="N", example="50", original=True,
-        help="tokens per conversation",
+        kind=COUNT_OR_SHAPE, short="t", metavar="N", example="50", original=True,
+        help="tokens per conversation, or a distribution each conversation draws its own "
+             "from: 20..400, exp:200, lognormal:median=150,p99=1500 (README: Shaping the load)",
     ))
     delay_ms: float = field(default=50.0, metadata=_spec(
-        kind=MILLISECONDS, flags=("delay", "token-delay"), short="d", toml="delay",
+        kind=MS_OR_SHAPE, flags=("delay", "token-delay"), short="d", toml="delay",
         metavar="MS", example="50", original=True,
-        help="milliseconds between tokens, plus a jitter of 0 to delay/2; may be fractional",
+        help="milliseconds between tokens, plus a jitter of 0 to delay/2; may be fractional; "
+             "or a distribution each gap is drawn from (no jitter added), e.g. exp:30",
     ))
     duration_s: float = field(default=30.0, metadata=_spec(
         kind=DURATION, toml="duration", metavar="DURATION", example="30s", original=True,
@@ -307,6 +370,88 @@ class Settings:
              "(latency), first_token.p99, connect.p99, missing, duplicated, out_of_order, "
              "errors, received_per_s … (docs/slo.md)",
     ))
+    # The per-hop tap (sse_tui.engine.nats_tap, docs/topology.md): "" = off.
+    nats: str = field(default="", metadata=_spec(
+        kind=TEXT, metavar="URL", example="nats://localhost:4222", check=nats_url,
+        default_help="off",
+        help="tap NATS here: subscribe to chat.<id>.tokens of this run's conversations and "
+             "split latency and loss by hop (Redis->NATS, NATS->SSE); for a cluster: "
+             "kubectl port-forward -n nats-system svc/nats 4222 (docs/topology.md)",
+    ))
+    # Prometheus and the time series (sse_tui.metrics, sse_tui.timeseries; docs/metrics.md).
+    metrics_port: int = field(default=0, metadata=_spec(
+        kind=PORT, metavar="PORT", example="9464", default_help="off",
+        help="serve Prometheus metrics at http://ADDRESS:PORT/metrics while the run lasts "
+             "(docs/metrics.md)",
+    ))
+    metrics_address: str = field(default="0.0.0.0", metadata=_spec(
+        kind=TEXT, metavar="ADDR", example="127.0.0.1", check=check_listen_address,
+        help="where --metrics-port listens: 0.0.0.0 (every interface, for a Prometheus in "
+             "the cluster to scrape the pod), or 127.0.0.1 for this machine alone",
+    ))
+    metrics_linger_s: float = field(default=0.0, metadata=_spec(
+        kind=DURATION, toml="metrics_linger", metavar="DURATION", example="30s",
+        help="keep serving /metrics this long after the run has ended, so that a scrape "
+             "catches the final figures",
+    ))
+    timeseries: str = field(default="", metadata=_spec(
+        kind=TEXT, metavar="FILE", example="run.jsonl", default_help="none",
+        help="write one row per second of the run to FILE as it goes: JSON lines, or CSV "
+             "when FILE ends in .csv",
+    ))
+    # Open-loop load and load profiles (sse_tui.engine.arrivals, sse_tui.engine.stages).
+    # `rate` is a plain field so that a sweep can set it; > 0 makes the run open loop.
+    rate: float = field(default=0.0, metadata=_spec(
+        kind=RATE, metavar="R", example="20",
+        help="open loop: start R new conversations per second whatever the system answers, "
+             "with --conversations as the cap on live ones (an arrival that finds the cap "
+             "full is dropped and counted); 0 = closed loop (--conversations live at once, "
+             "a finished one replaced)",
+    ))
+    arrival: str = field(default="poisson", metadata=_spec(
+        kind=choice(ARRIVALS, "known arrival process"), metavar="poisson|uniform",
+        example="uniform",
+        help="with --rate: poisson (random, exponential gaps: independent users) or uniform "
+             "(fixed spacing)",
+    ))
+    seed: int = field(default=0, metadata=_spec(
+        kind=SEED, metavar="N", example="7",
+        help="seed of the random --arrival gaps, for a repeatable run; 0 = a new one each run",
+    ))
+    stages: tuple[str, ...] = field(default=(), metadata=_spec(
+        kind=STAGES, metavar="N:DURATION,...", example="10:30s,50:1m",
+        help="load profile: each stage sets conversations live at once (with --rate: "
+             "arrivals per second) for its duration, and is a phase of its own; without "
+             "--duration the run lasts as long as the profile",
+    ))
+    # The shape of each conversation (sse_tui.distributions) and replays of recorded traffic
+    # (sse_tui.trace); tokens and delay above take distributions too.
+    first_token_delay_ms: float = field(default=0.0, metadata=_spec(
+        kind=MS_OR_SHAPE, flags=("first-token-delay",), toml="first_token_delay", metavar="MS",
+        example="300", used_by=("producer", "both"),
+        help="time from a conversation's start (its stream open, when reading) to its first "
+             "token, the prefill: ms or a distribution, e.g. lognormal:median=300,p99=2000",
+    ))
+    shape: str = field(default="", metadata=_spec(
+        kind=SHAPE, metavar="|".join(SHAPES), example="chat", default_help="none",
+        help="a preset of --tokens, --delay and --first-token-delay distributions (those "
+             "given explicitly win); README: Shaping the load",
+    ))
+    trace: str = field(default="", metadata=_spec(
+        kind=TEXT, metavar="FILE", example="trace.jsonl", used_by=("producer", "both"),
+        reads_file=True, default_help="none",
+        help="replay the timing `sse-tui record` wrote: each conversation's start, token "
+             "count and gaps, under this run's ids; without --duration the run lasts as "
+             "long as the trace",
+    ))
+    speed: float = field(default=1.0, metadata=_spec(
+        kind=SPEED, metavar="X", example="2", used_by=("producer", "both"),
+        help="with --trace: play it X times as fast (gaps and arrivals divided by X)",
+    ))
+    loop: bool = field(default=False, metadata=_spec(
+        kind=SWITCH, switch=True, metavar="", example="true", used_by=("producer", "both"),
+        help="with --trace: start the trace again when it ends, until --duration",
+    ))
 
     def validated(self) -> Settings:
         """Return self, or raise UsageError naming the first bad value."""
@@ -315,6 +460,10 @@ class Settings:
             if self.mode not in spec.used_by and not value:
                 continue
             spec.validate(value)
+        check_load_model(self.rate, self.duration_s, self.stages)  # --rate, --stages
+        if self.trace and (self.rate > 0 or self.stages):
+            raise UsageError("--trace is the load by itself: leave out --rate and --stages "
+                             "(--speed plays it faster or slower)")
         return self
 
     def with_changes(self, **changes: Any) -> Settings:

@@ -8,7 +8,7 @@ stalls the engine.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import Field, dataclass, field, fields, replace
 from enum import StrEnum
 from functools import cached_property
@@ -27,6 +27,7 @@ PERCENTILES = (50.0, 90.0, 99.0, 99.9)
 _CONVERSATIONS = {"json_group": "conversations"}
 _LOSS = {"json_group": "loss"}
 _CLOCK = {"json_group": "clock"}
+_HOPS = {"json_group": "hops"}
 
 
 @dataclass(slots=True)
@@ -65,6 +66,9 @@ class Counters:
     conversations_incomplete: int = field(default=0, metadata=_CONVERSATIONS)
     # Still in progress when the run ended, nothing missing of what was published.
     conversations_cut_short: int = field(default=0, metadata=_CONVERSATIONS)
+    # Open loop (--rate): arrivals that found --conversations already live, so never
+    # started. Offered = conversations started + arrivals dropped.
+    arrivals_dropped: int = 0
     tokens_missing: int = field(default=0, metadata={"label": "Tokens missing"})
     tokens_duplicated: int = field(default=0, metadata={"label": "Tokens duplicated"})
     tokens_out_of_order: int = field(default=0, metadata={"label": "Tokens out of order"})
@@ -90,6 +94,18 @@ class Counters:
     # Receipts before their publish timestamp: the producer's clock is ahead of this one
     # (sse_tui.engine.clock). Kept out of `latency`; their size is in `negative_latency`.
     negative_latencies: int = field(default=0, metadata=_CLOCK)
+    # The per-hop tap (--nats; sse_tui.engine.nats_tap, docs/topology.md). Missing tokens by
+    # the hop that lost them: never seen on NATS (the bridge side) or seen there and not
+    # delivered (the leaf/adapter side); with the tap on they sum to tokens_missing.
+    lost_before_nats: int = field(default=0, metadata=_HOPS)
+    lost_after_nats: int = field(default=0, metadata=_HOPS)
+    # Tokens delivered through SSE that the tap never saw on NATS (its own interest came
+    # late): its blind spot, whose NATS->SSE latency is unknown. Should stay 0.
+    unseen_on_nats: int = field(default=0, metadata=_HOPS)
+    # The tap's own cost: subjects subscribed, messages taken, time spent handling them.
+    tap_subscriptions: int = field(default=0, metadata=_HOPS)
+    tap_messages: int = field(default=0, metadata=_HOPS)
+    tap_busy_us: int = field(default=0, metadata=_HOPS)
 
     def add(self, other: Counters) -> None:
         for f in COUNTER_FIELDS:
@@ -221,6 +237,35 @@ class HistogramSnapshot:
         return (_histogram_from_encoding, (hdr_codec.encode(self._hdr), self.count,
                                            self.sum_us, self.min_us, self.max_us))
 
+    def cumulative_counts(self, bounds_us: Sequence[int]) -> list[int] | None:
+        """For each bound (ascending, µs): how many values are at most it, as the
+        percentiles judge it (a value counts by its HDR bucket's highest value, so that
+        p99 <= b exactly when 99% are counted at b); None when only a summary is kept.
+        For Prometheus buckets (sse_tui.metrics)."""
+        if self.count == 0:
+            return [0] * len(bounds_us)
+        hdr = self._hdr
+        if hdr is None:
+            return None
+        # Whole runs of buckets summed from the counts array (C speed): a scrape must not
+        # hold the GIL long, as the engine's loop shares it in headless mode.
+        counts = hdr.counts
+        out: list[int] = []
+        seen = 0
+        done = hdr.get_counts_array_index(int(self.min_us))  # counts[..done] are in `seen`
+        for bound in bounds_us:
+            if bound >= self.max_us:  # clamped as the percentiles are: max is exact
+                out.append(self.count)
+                continue
+            index = hdr.get_counts_array_index(bound)
+            if hdr.get_highest_equivalent_value(hdr.get_value_from_index(index)) > bound:
+                index -= 1  # that bucket reaches past the bound: it counts above it
+            if index + 1 > done:
+                seen += sum(counts[done:index + 1])
+                done = index + 1
+            out.append(seen)
+        return out
+
     def encode(self) -> dict[str, Any]:
         """Portable form for merging across processes and pods."""
         return {
@@ -275,6 +320,16 @@ class PhaseStats(Counters):
     error_examples: Mapping[str, str] = field(default_factory=dict)
     # How far below zero the negative latencies were (their absolute size, µs).
     negative_latency: HistogramSnapshot = field(default_factory=lambda: _EMPTY_HISTOGRAM)
+    # From each token's intended publish time to receipt (docs/measurements.md#intended-latency).
+    latency_intended: HistogramSnapshot = field(default_factory=lambda: _EMPTY_HISTOGRAM)
+    # The per-hop tap (--nats): publish timestamp -> NATS arrival (the bridge hop), and
+    # NATS arrival -> SSE receipt (leaf and adapter).
+    redis_to_nats: HistogramSnapshot = field(default_factory=lambda: _EMPTY_HISTOGRAM)
+    nats_to_sse: HistogramSnapshot = field(default_factory=lambda: _EMPTY_HISTOGRAM)
+    # Open loop: the arrival rate in force (per second; 0 = closed loop), and the load
+    # profile's stage (1-based) that set this phase (None: no profile, or the operator's).
+    rate: float = 0.0
+    stage: int | None = None
 
     def summarized(self) -> PhaseStats:
         """This phase with summary-only histograms (see HistogramSnapshot.summarized)."""
@@ -282,7 +337,10 @@ class PhaseStats(Counters):
             self, latency=self.latency.summarized(), connect=self.connect.summarized(),
             first_token=self.first_token.summarized(), itl=self.itl.summarized(),
             publish_rtt=self.publish_rtt.summarized(), establish=self.establish.summarized(),
-            negative_latency=self.negative_latency.summarized())
+            negative_latency=self.negative_latency.summarized(),
+            latency_intended=self.latency_intended.summarized(),
+            redis_to_nats=self.redis_to_nats.summarized(),
+            nats_to_sse=self.nats_to_sse.summarized())
 
     @property
     def errors_total(self) -> int:
@@ -393,13 +451,28 @@ class SelfHealth:
 
 @dataclass(frozen=True, slots=True)
 class TimelinePoint:
-    """One second of the run, for the live plot."""
+    """One second of the run (sse_tui.engine.timeline): the live chart's points and the rows
+    of `--timeseries` (sse_tui.timeseries). The fields after p99_ms have defaults only so
+    that a point can be built from the chart's five figures alone (tests)."""
 
-    t_s: float
-    published_per_s: float
+    t_s: float  # the end of the interval, seconds since the run started
+    published_per_s: float  # published / length_s
     received_per_s: float
-    p50_ms: float | None
+    p50_ms: float | None  # latency of the receipts of this interval; None: no receipt
     p99_ms: float | None
+    published: int = 0  # tokens in this interval: per-point counts sum to the run's totals
+    received: int = 0
+    length_s: float = 1.0  # about 1 s; the run's last interval is what was left of it
+    wall_s: float = 0.0  # Unix time at the end of the interval
+    state: str = ""  # the run's state then: running, paused, draining
+    phase: int = 0  # the phase in force then
+    conversations: int = 0  # live then
+    delay_ms: float = 0.0  # in force then
+    errors: int = 0  # errors of every kind in this interval
+    missing_total: int = 0  # tokens counted missing so far in the run
+    # The generator's event-loop lag p99 over its latest 1 s self-check window (None: none
+    # judged yet): how far its own timing was off then.
+    self_lag_ms: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -414,6 +487,23 @@ class ClockEstimate:
     offset_ms: float
     error_ms: float
     corrected: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ProfilePosition:
+    """Where a --stages load profile is (sse_tui.engine.stages), for the views."""
+
+    stage: int  # 1-based
+    stages: int
+    target: float  # conversations live at once, or with rate_mode arrivals per second
+    rate_mode: bool
+    left_s: float  # of this stage; 0 once the profile is done
+    held: bool  # the operator has taken over: the profile and the run's clock wait
+    done: bool  # past the last stage: its target holds until the run ends
+
+    @property
+    def target_text(self) -> str:
+        return f"{self.target:g}/s" if self.rate_mode else f"{self.target:g} conv"
 
 
 @dataclass(frozen=True, slots=True)
@@ -455,6 +545,12 @@ class StatsSnapshot:
     # clock offset when a consumer with --redis estimated it.
     clock_warning: str | None = None
     clock: ClockEstimate | None = None
+    # Where the --stages load profile is (None: no profile).
+    profile: ProfilePosition | None = None
+
+    # Conversations started so far by length (sse_tui.shaping.length_bucket), for the
+    # producer panel when lengths are drawn from a distribution or a trace.
+    conversation_lengths: tuple[int, ...] = ()
 
     @property
     def current_phase(self) -> PhaseStats:

@@ -14,6 +14,15 @@ from sse_tui.credentials import (
     header_shown,
     split_header,
 )
+from sse_tui.distributions import (
+    SHAPES,
+    Distribution,
+    DistributionError,
+    ShapedFloat,
+    ShapedInt,
+    is_shaped,
+    parse_distribution,
+)
 
 
 class UsageError(Exception):
@@ -306,6 +315,103 @@ MILLISECONDS = ValueKind(
 )
 
 
+# --- a number, or a distribution to draw it from (sse_tui.distributions) --------------------
+
+def _distribution(text: str) -> Distribution:
+    try:
+        return parse_distribution(text)
+    except DistributionError as e:
+        raise ValueError(str(e)) from None
+
+
+def _looks_shaped(text: str) -> bool:
+    return ".." in text or ":" in text
+
+
+def _count_or_shape_from_text(text: str, example: str) -> int:
+    if _looks_shaped(text):
+        return ShapedInt(_distribution(text))
+    return _count_from_text(text, example)
+
+
+def _count_or_shape_from_toml(value: Any, example: str) -> int:
+    if isinstance(value, str):
+        return _count_or_shape_from_text(value, example)
+    return _count_from_toml(value, example)
+
+
+def _ms_or_shape_from_text(text: str, example: str) -> float:
+    if _looks_shaped(text):
+        return ShapedFloat(_distribution(text))
+    return _ms_from_text(text, example)
+
+
+def _ms_or_shape_from_toml(value: Any, example: str) -> float:
+    if isinstance(value, str):
+        return _ms_or_shape_from_text(value, example)
+    return _ms_from_toml(value, example)
+
+
+def _shape_to_toml(value: Any) -> Any:
+    return str(value) if is_shaped(value) else _int_if_whole(value)
+
+
+# `--tokens 50` or `--tokens 20..400`; `--delay 50` or `--delay lognormal:median=25,p99=80`.
+# A distribution's value is its mean as a number (displays, capacity, the JSON's numeric key)
+# and carries the distribution the engine draws from (see sse_tui.distributions.ShapedInt).
+COUNT_OR_SHAPE = ValueKind(_count_or_shape_from_text, _count_or_shape_from_toml, _count_check,
+                           to_toml=_shape_to_toml)
+MS_OR_SHAPE = ValueKind(_ms_or_shape_from_text, _ms_or_shape_from_toml, _ms_check,
+                        to_toml=_shape_to_toml, show=lambda ms: str(ms) if is_shaped(ms)
+                        else f"{ms:g}")
+
+
+def _shape_from_text(text: str, example: str) -> str:
+    s = text.strip().lower()
+    if s and s not in SHAPES:
+        raise ValueError(f"{text!r} is not a known shape; use {_listed(tuple(SHAPES))}")
+    return s
+
+
+def _shape_from_toml(value: Any, example: str) -> str:
+    return _shape_from_text(_toml_str(value, example), example)
+
+
+def _shape_check(label: str, value: Any) -> None:
+    if value and value not in SHAPES:
+        raise UsageError(f"invalid {label} {value!r}: use {_listed(tuple(SHAPES))}")
+
+
+# A named preset of conversation shapes (--shape chat); "" = none.
+SHAPE = ValueKind(_shape_from_text, _shape_from_toml, _shape_check)
+
+
+def _speed_from_text(text: str, example: str) -> float:
+    s = text.strip().rstrip("xX")
+    if not NUMBER_RE.fullmatch(s) or not 0 < float(s) < math.inf:
+        raise ValueError(f"{text!r} is not a speed above 0; use e.g. {example}")
+    return float(s)
+
+
+def _speed_from_toml(value: Any, example: str) -> float:
+    if isinstance(value, str):
+        return _speed_from_text(value, example)
+    if not _is_number(value) or not 0 < value < math.inf:
+        raise ValueError(f"must be a number above 0, e.g. {example}; "
+                         f"got {shown_toml_value(value)}")
+    return float(value)
+
+
+def _speed_check(label: str, value: Any) -> None:
+    if not _is_number(value) or not 0 < value < math.inf:
+        raise UsageError(f"{label} must be above 0 (2 = twice as fast), got {value!r}")
+
+
+# A replay's speed (--speed 2: twice as fast, gaps and arrivals halved).
+SPEED = ValueKind(_speed_from_text, _speed_from_toml, _speed_check, to_toml=_int_if_whole,
+                  show=lambda x: f"{x:g}")
+
+
 def _duration_from_text(text: str, example: str) -> float:
     seconds = parse_duration(text)
     if not math.isfinite(seconds):  # a unit after 400 digits
@@ -429,3 +535,150 @@ def choice(choices: tuple[str, ...], what: str) -> ValueKind:
     return ValueKind(from_text, from_toml, check)
 
 
+
+
+# --- open-loop load: arrival rate, seed, stages ------------------------------------------------
+
+def _rate_from_text(text: str, example: str) -> float:
+    """Arrivals per second: `20`, `2.5`, `20/s`."""
+    s = text.strip().removesuffix("/s")
+    if not NUMBER_RE.fullmatch(s):
+        raise ValueError(f"{text!r} is not a number per second; use e.g. {example}")
+    rate = float(s)
+    if not math.isfinite(rate) or rate < 0:
+        raise ValueError(f"must be 0 or more per second, got {text!r}")
+    return rate
+
+
+def _rate_from_toml(value: Any, example: str) -> float:
+    if isinstance(value, str):
+        return _rate_from_text(value, example)
+    if not _is_number(value) or not math.isfinite(value) or value < 0:
+        raise ValueError(f"must be 0 or more per second, e.g. {example}; "
+                         f"got {shown_toml_value(value)}")
+    return float(value)
+
+
+def _rate_check(label: str, rate: Any) -> None:
+    if not _is_number(rate) or not (math.isfinite(rate) and rate >= 0):
+        raise UsageError(f"{label} must be 0 or more per second, got {rate!r}")
+
+
+# New conversations per second (--rate); 0 = closed loop.
+RATE = ValueKind(_rate_from_text, _rate_from_toml, _rate_check, to_toml=_int_if_whole,
+                 show=lambda rate: f"{rate:g}")
+
+
+def _whole_from_text(text: str, example: str) -> int:
+    s = text.strip()
+    if not WHOLE_RE.fullmatch(s) or int(s) < 0:
+        raise ValueError(f"{text!r} is not a whole number of 0 or more; use e.g. {example}")
+    return int(s)
+
+
+def _whole_from_toml(value: Any, example: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ValueError(f"must be a whole number of 0 or more, e.g. {example}; "
+                         f"got {shown_toml_value(value)}")
+    return value
+
+
+def _whole_check(label: str, n: Any) -> None:
+    if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+        raise UsageError(f"{label} must be a whole number of 0 or more, got {n!r}")
+
+
+# A random seed (--seed); 0 = a new one each run.
+SEED = ValueKind(_whole_from_text, _whole_from_toml, _whole_check)
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage of a load profile: a target (conversations live at once, or with --rate
+    arrivals per second) held for a duration."""
+
+    target: float
+    duration_s: float
+
+    @property
+    def text(self) -> str:
+        """As the settings keep it: `10:30s`."""
+        return f"{self.target:g}:{format_duration(self.duration_s)}"
+
+
+_STAGES_EXAMPLE = "10:30s,50:1m,100:2m"
+
+
+def parse_stage(text: str) -> Stage:
+    """`TARGET:DURATION` (`50:1m`, `2.5:30s`); ValueError saying what is wrong."""
+    target_text, sep, duration_text = text.strip().partition(":")
+    target_text = target_text.strip().removesuffix("/s")
+    if not sep or not NUMBER_RE.fullmatch(target_text):
+        raise ValueError(f"{text.strip()!r} is not a stage: give TARGET:DURATION, e.g. "
+                         f"{_STAGES_EXAMPLE}")
+    target = float(target_text)
+    if not math.isfinite(target) or target <= 0:
+        raise ValueError(f"stage {text.strip()!r}: the target must be above 0")
+    try:
+        duration = parse_duration(duration_text)
+    except UsageError as e:
+        raise ValueError(f"stage {text.strip()!r}: {e}") from None
+    if not math.isfinite(duration) or duration <= 0:
+        raise ValueError(f"stage {text.strip()!r}: the duration must be above 0, e.g. 30s")
+    return Stage(target, duration)
+
+
+def parse_stages(items: tuple[str, ...] | list[str]) -> tuple[Stage, ...]:
+    """The stages of a `stages` setting (each item one stage)."""
+    return tuple(parse_stage(item) for item in items)
+
+
+def stages_length_s(items: tuple[str, ...]) -> float:
+    """How long the whole profile runs."""
+    return sum(stage.duration_s for stage in parse_stages(items))
+
+
+def _stages_from_text(text: str, example: str) -> tuple[str, ...]:
+    if not text.strip():
+        raise ValueError(f"no stages given; use e.g. {example}")
+    return tuple(parse_stage(part).text for part in text.split(","))
+
+
+def _stages_from_toml(value: Any, example: str) -> tuple[str, ...]:
+    if isinstance(value, str):  # `stages = "10:30s,50:1m"` as typed after the flag
+        return _stages_from_text(value, example)
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError(f"must be an array of \"TARGET:DURATION\" strings, e.g. "
+                         f"stages = [\"10:30s\", \"50:1m\"]; got {shown_toml_value(value)}")
+    return tuple(parse_stage(v).text for v in value)
+
+
+def _stages_check(label: str, value: Any) -> None:
+    if not isinstance(value, tuple):
+        raise UsageError(f"{label} must be a list of TARGET:DURATION stages, got {value!r}")
+    for item in value:
+        try:
+            parse_stage(item)
+        except ValueError as e:
+            raise UsageError(f"invalid --stages: {e}") from None
+
+
+# A load profile (--stages 10:30s,50:1m): kept as the stages' text, as TOML and JSON show it.
+STAGES = ValueKind(_stages_from_text, _stages_from_toml, _stages_check, to_toml=list,
+                   show=lambda items: ",".join(items) or "none")
+
+
+def check_load_model(rate: float, duration_s: float, stages: tuple[str, ...]) -> None:
+    """What --rate and --stages need of the other settings; UsageError saying what to do."""
+    if stages and duration_s <= 0:
+        raise UsageError("--stages needs a run length: leave out --duration (the run then "
+                         "lasts as long as the profile) or give one above 0")
+    if rate > 0 and duration_s <= 0:
+        raise UsageError("--rate needs a run length (an open loop has no round to finish): "
+                         "give --duration, e.g. --duration 1m")
+    if stages and rate <= 0:
+        for stage in parse_stages(stages):
+            if not float(stage.target).is_integer():
+                raise UsageError(
+                    f"stage {stage.text}: without --rate a stage's target is conversations "
+                    f"live at once, a whole number; add --rate for arrivals per second")

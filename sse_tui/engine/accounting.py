@@ -21,6 +21,7 @@ from sse_tui.snapshot import ConversationDetail, Counters
 
 if TYPE_CHECKING:
     from sse_tui.engine.consumer import Conversation
+    from sse_tui.engine.nats_tap import NatsTap
     from sse_tui.engine.stats import PhaseRecorder
 
 DETAIL_CAP = 1000  # conversations listed by --json-detail (the troubled ones first)
@@ -35,6 +36,9 @@ class Accounting:
         self._clean: list[ConversationDetail] = []
         self.omitted = 0
         self.examples: list[str] = []  # conversations whose own accounting did not balance
+        # --nats: a conversation's tap subscription ends once it is accounted (its missing
+        # tokens are blamed on a hop by then: Conversation._account and settle).
+        self.tap: NatsTap | None = None
 
     def ended(self, conv: Conversation) -> None:
         """A conversation was finalized: record it now, or once its publisher answered."""
@@ -54,6 +58,8 @@ class Accounting:
             self._record(conv)
 
     def _record(self, conv: Conversation) -> None:
+        if conv.hop is not None and self.tap is not None:
+            self.tap.release(conv.hop)
         if conv.accounting_error and len(self.examples) < VIOLATION_EXAMPLES:
             self.examples.append(conv.accounting_error)
         if not self._detail or conv.stream_url is None:

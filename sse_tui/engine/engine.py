@@ -22,15 +22,19 @@ from sse_tui.capacity import MAX_CONVERSATIONS
 from sse_tui.credentials import Redactor, resolve_headers, run_secrets
 from sse_tui.engine import clock
 from sse_tui.engine.accounting import Accounting, check_totals
+from sse_tui.engine.arrivals import ArrivalProcess, Arrivals
 from sse_tui.engine.backoff import backoff_s
 from sse_tui.engine.consumer import Conversation
+from sse_tui.engine.nats_tap import NatsTap, TapError
 from sse_tui.engine.producer import PublishState, TokenPublisher
 from sse_tui.engine.publish_watch import PublishWatch, redis_verdict
 from sse_tui.engine.redis_conn import auth_or_tls_problem, redis_client
 from sse_tui.engine.redis_follower import RedisFollower
+from sse_tui.engine.replay import TraceReplay
 from sse_tui.engine.selfwatch import SelfWatch
+from sse_tui.engine.stages import LoadProfile
 from sse_tui.engine.stats import PhaseRecorder
-from sse_tui.engine.timeline import Timeline
+from sse_tui.engine.timeline import Timeline, TimelineSample
 from sse_tui.engine.transport import SSEStream, StreamConfig, aclose_transports
 from sse_tui.engine.transport.tls import (
     TLSOptions,
@@ -39,8 +43,11 @@ from sse_tui.engine.transport.tls import (
     describe_tls_error,
 )
 from sse_tui.ranking import most_interesting, slow_threshold_ms
-from sse_tui.settings import Settings, sse_base
+from sse_tui.settings import Settings, nats_url, sse_base
+from sse_tui.shaping import LENGTH_BUCKETS, ConversationShapes, length_bucket
 from sse_tui.snapshot import ClockEstimate, PhaseStats, SelfHealth, StatsSnapshot
+from sse_tui.trace import TracedConversation, load_trace
+from sse_tui.values import Stage, parse_stages
 
 PREFLIGHT_TIMEOUT_S = 5.0
 FINISHED_KEPT = 50  # recently finished conversations kept for the views
@@ -60,6 +67,28 @@ class LoadEngine:
     def __init__(self, settings: Settings, *, follow_redis: bool = False,
                  clock_ns: clock.ClockNs = time.time_ns) -> None:
         self.settings = settings.validated()
+        # What each conversation looks like (--tokens/--delay/--first-token-delay drawn from
+        # distributions, or a --trace replayed), and the lengths started so far.
+        self._shapes = ConversationShapes.of(self.settings)
+        self._lengths = [0] * LENGTH_BUCKETS
+        self._replay: TraceReplay | None = None
+        if self.settings.trace and self.producing:
+            self._replay = TraceReplay(load_trace(self.settings.trace), self._replayed,
+                                       speed=self.settings.speed, loop=self.settings.loop)
+        # A load profile (--stages) sets the load from its first stage on.
+        self.profile: LoadProfile | None = None
+        if self.settings.stages:
+            stages = parse_stages(self.settings.stages)
+            self.profile = LoadProfile(stages, rate_mode=self.open_loop)
+            self.settings = self._with_target(stages[0].target)
+        # Open loop (--rate): conversations arrive at a rate; --conversations caps them.
+        self._arrivals: Arrivals | None = None
+        if self.open_loop:
+            self._arrivals = Arrivals(
+                ArrivalProcess(self.settings.arrival, self.settings.seed),
+                self.settings.rate, self._arrival)
+        # Each phase's rate and profile stage, for its PhaseStats (see _with_load).
+        self._phase_load: dict[int, tuple[float, int | None]] = {}
         self.follow_redis = follow_redis and settings.mode == "consumer"
         # The producer's clock (publish timestamps and its offset against Redis): the wall
         # clock, or a skewed one a test injects to play a producer on another host.
@@ -98,7 +127,10 @@ class LoadEngine:
         self._stop = asyncio.Event()
         self._hurry = False  # skip the grace period (a second Ctrl-C)
         self._paused_since: float | None = None
-        self._paused_total = 0.0
+        # The run's clock (what the duration and the profile count) stands still while
+        # publishing is paused or the operator holds the profile: since when, and in all.
+        self._clock_stopped_since: float | None = None
+        self._clock_stopped_total = 0.0
         self._t0 = 0.0
         self._end_s: float | None = None
         self._sparkline: deque[float] = deque(maxlen=SPARKLINE_SAMPLES)
@@ -113,6 +145,7 @@ class LoadEngine:
         self.redact = Redactor(run_secrets(redis=s.redis, sse=s.sse, headers=s.headers,
                                            password_file=s.redis_password_file))
         self._accounting = Accounting(detail=self.settings.json_detail)
+        self.nats_tap: NatsTap | None = None  # --nats: the per-hop tap (docs/topology.md)
 
     # -- the run ---------------------------------------------------------------------------
 
@@ -123,6 +156,16 @@ class LoadEngine:
     @property
     def consuming(self) -> bool:
         return self.settings.mode in ("consumer", "both")
+
+    @property
+    def open_loop(self) -> bool:
+        """--rate: conversations arrive at a rate (else N are kept live: a closed loop, or
+        with --trace they start when the trace says: see `replaying`)."""
+        return self.settings.rate > 0
+
+    @property
+    def replaying(self) -> bool:
+        return self._replay is not None
 
     async def run(self) -> StatsSnapshot:
         """Run to the end (duration, one round, or stop()) and return the final snapshot."""
@@ -148,7 +191,14 @@ class LoadEngine:
         if self.consuming and self.settings.idle_timeout_s > 0:
             self._spawn(self._watch_idle_streams(), "idle-watchdog")
         self.state = "running"
-        self._fill()
+        if self.profile is not None:
+            self._spawn(self.profile.follow(self._active_s, self._apply_stage), "profile")
+        if self._arrivals is not None:
+            self._arrivals.start()
+        elif self._replay is not None:
+            self._replay.start()
+        else:
+            self._fill()
         try:
             await self._stop.wait()
         finally:
@@ -163,11 +213,22 @@ class LoadEngine:
         return asyncio.get_running_loop().time() - self._t0
 
     def _active_s(self) -> float:
-        """Elapsed time not spent paused: what the duration counts."""
-        paused = self._paused_total
-        if self._paused_since is not None:
-            paused += asyncio.get_running_loop().time() - self._paused_since
-        return self.elapsed_s() - paused
+        """Elapsed time not spent paused or with the profile held: what the duration and
+        the load profile count."""
+        stopped = self._clock_stopped_total
+        if self._clock_stopped_since is not None:
+            stopped += self.elapsed_s() - self._clock_stopped_since
+        return self.elapsed_s() - stopped
+
+    def _update_clock(self) -> None:
+        """After a pause, resume, hold or release: stop or restart the run's clock."""
+        stopped = self._paused_since is not None or (
+            self.profile is not None and self.profile.held)
+        if stopped and self._clock_stopped_since is None:
+            self._clock_stopped_since = self.elapsed_s()
+        elif not stopped and self._clock_stopped_since is not None:
+            self._clock_stopped_total += self.elapsed_s() - self._clock_stopped_since
+            self._clock_stopped_since = None
 
     async def _preflight(self) -> None:
         s = self.settings
@@ -193,7 +254,9 @@ class LoadEngine:
                 on_published=self._on_published, on_error=self._on_publish_error,
                 on_schedule_lag=self.selfwatch.record_schedule_lag,
                 on_round_trip=self._on_publish_round_trip, on_held_back=self._on_held_back,
-                clock_ns=self._clock_ns)
+                clock_ns=self._clock_ns,
+                # --seed repeats the gaps too (0: a new draw each run).
+                rng_seed=f"gaps:{s.seed}" if s.seed else None)
             await self._store_clock_offset()
         if self.follow_redis:  # before any stream opens, so that every token is corrected
             await self._try_clock_offset()
@@ -204,6 +267,13 @@ class LoadEngine:
                 raise EngineError(f"--header: {e}") from None
             self.stream_config = dataclasses.replace(self.stream_config, headers=headers)
             await self._check_sse_reachable()
+        if s.nats:
+            tap = NatsTap(nats_url(s.nats), self)
+            try:
+                await tap.connect()
+            except TapError as e:
+                raise EngineError(self.redact(str(e))) from None
+            self.nats_tap = self._accounting.tap = tap
 
     async def _store_clock_offset(self) -> None:
         """Leave this producer's clock offset against Redis for consumers on other hosts.
@@ -313,6 +383,10 @@ class LoadEngine:
         self.state = "draining"
         if self._filler is not None:
             self._filler.cancel()
+        if self._arrivals is not None:
+            self._arrivals.stop()
+        if self._replay is not None:
+            self._replay.stop()
         if self._publisher is not None:
             self._publisher.close()
         if self._publisher_task is not None:
@@ -337,6 +411,8 @@ class LoadEngine:
         self._accounting.settle(self.phase)
         self.notes.extend(check_totals(self._phases, self.settings.mode,
                                        self._accounting.examples))
+        if self.nats_tap is not None:
+            await self.nats_tap.close()
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -373,8 +449,9 @@ class LoadEngine:
 
     def _fill_batch(self) -> bool:
         """Start up to FILL_BATCH conversations; True if more are wanted."""
-        if self._stop.is_set() or self._paused_since is not None:
-            return False
+        if (self._stop.is_set() or self._paused_since is not None or self.open_loop
+                or self.replaying):  # conversations arrive; none is replaced
+            return False  # open loop: conversations arrive (_arrival), none is replaced
         s = self.settings
         target = min(s.conversations, MAX_CONVERSATIONS)  # a live change past it, too
         one_round = s.duration_s <= 0
@@ -391,6 +468,22 @@ class LoadEngine:
     def _live_own(self) -> int:
         return len(self._live) - self._discovered_live + self._held_slots
 
+    def _arrival(self) -> None:
+        """Open loop: a conversation arrives; with --conversations already live it is
+        dropped, and counted, like a user turned away."""
+        if self._stop.is_set():
+            return
+        if self._live_own() >= min(self.settings.conversations, MAX_CONVERSATIONS):
+            self.phase.arrivals_dropped += 1
+        else:
+            self._start_conversation()
+
+    def _replayed(self, traced: TracedConversation) -> None:
+        """--trace: a recorded conversation starts again, under this run's id. Every one
+        starts (--conversations does not cap a replay: the trace is the load)."""
+        if not self._stop.is_set() and len(self._live) < MAX_CONVERSATIONS:
+            self._start_conversation(traced=traced)
+
     def _refill_later(self) -> None:
         """A conversation failed: its replacement waits a backoff that grows while
         conversations keep failing with no stream working in between, so that a server
@@ -404,9 +497,23 @@ class LoadEngine:
         self._held_slots -= 1
         self._fill()
 
-    def _start_conversation(self, conversation_id: str | None = None) -> Conversation:
+    def _start_conversation(self, conversation_id: str | None = None,
+                            traced: TracedConversation | None = None) -> Conversation:
         s = self.settings
         discovered = conversation_id is not None
+        # Its length and schedule: the trace's, drawn from the distributions, or fixed.
+        first_delay_s = 0.0
+        gaps_s: tuple[float, ...] | None = None
+        if traced is not None:
+            total = traced.tokens
+            gaps_s = tuple(g / 1000.0 / s.speed for g in traced.gaps_ms)
+        elif discovered:
+            total = int(s.tokens)
+        else:
+            total = self._shapes.token_count()
+            first_delay_s = self._shapes.first_token_delay_s()
+        if (traced is not None or self._shapes.shaped) and not discovered:
+            self._lengths[length_bucket(total)] += 1
         if conversation_id is None:
             number = self._next_number
             self._next_number += 1
@@ -416,12 +523,15 @@ class LoadEngine:
             number = 0
             self._discovered_live += 1
         url = f"{self._stream_base}/stream/{conversation_id}" if self.consuming else None
-        conv = Conversation(self, number, conversation_id, s.tokens, url, discovered=discovered)
+        conv = Conversation(self, number, conversation_id, total, url, discovered=discovered)
+        if self.nats_tap is not None:  # subscribed before its stream is even asked for
+            conv.hop = self.nats_tap.watch(conversation_id)
         self._live[conversation_id] = conv
         self.phase.conversations_started += 1
         if self.producing:
             conv.publish = PublishState(conversation_id, s.channel_prefix + conversation_id,
-                                        s.tokens, on_finished=self._on_publish_finished)
+                                        total, first_delay_s=first_delay_s, gaps_s=gaps_s,
+                                        on_finished=self._on_publish_finished)
         if self.consuming:
             conv.task = self._spawn_conversation(conv)
         else:
@@ -491,9 +601,11 @@ class LoadEngine:
         self._finished.append(conv)
         if refill:
             if self.settings.duration_s <= 0 and not self._live and (
-                    self._started_total >= self.settings.conversations):
+                    self._replay.finished if self._replay is not None
+                    else self._started_total >= self.settings.conversations):
                 self._stop.set()
-            elif conv.failure is not None and self.settings.duration_s > 0:
+            elif conv.failure is not None and self.settings.duration_s > 0 and (
+                    not self.open_loop and not self.replaying):
                 self._refill_later()
             else:
                 self._fill()
@@ -552,12 +664,62 @@ class LoadEngine:
     # -- live control (called on this loop) ------------------------------------------------
 
     def set_conversations(self, n: int) -> None:
+        """Conversations live at once (open loop: the cap on them). In a closed loop with a
+        load profile, the operator takes the load over from the profile (hold_profile)."""
         n = int(n)
         if n < 1 or n == self.settings.conversations:
             return
+        if not self.open_loop:
+            self._take_over()
         self.settings = self.settings.with_changes(conversations=n)
         self._begin_phase()
         self._fill()
+
+    def set_rate(self, rate: float) -> None:
+        """Open loop: arrivals per second (a closed loop stays closed: ignored). With a
+        load profile, the operator takes the load over from it (hold_profile)."""
+        rate = float(rate)
+        if not self.open_loop or not rate > 0 or rate == self.settings.rate:
+            return
+        self._take_over()
+        self.settings = self.settings.with_changes(rate=rate)
+        assert self._arrivals is not None
+        self._arrivals.set_rate(rate)
+        self._begin_phase()
+
+    def hold_profile(self) -> None:
+        """The operator takes over: the profile stops moving on, and so does the run's
+        clock, until release_profile(). Once past its last stage there is nothing to hold."""
+        profile = self.profile
+        if profile is not None and self._active_s() < profile.length_s and profile.hold():
+            self._update_clock()
+
+    def release_profile(self) -> None:
+        """Hand the load back to the profile: its current stage's target is set again (a
+        new phase) and it goes on from where it was held."""
+        if self.profile is not None and self.profile.release():
+            self._update_clock()
+            stage = self.profile.due(self._active_s())
+            if stage is not None and not self._stop.is_set():
+                self._apply_stage(self.profile.applied, stage)
+
+    def _take_over(self) -> None:
+        if self.profile is not None and not self.profile.held:
+            self.hold_profile()
+
+    def _apply_stage(self, index: int, stage: Stage) -> None:
+        """The profile reached a stage (or was released): its target, as a new phase."""
+        self.settings = self._with_target(stage.target)
+        if self._arrivals is not None:
+            self._arrivals.set_rate(self.settings.rate)
+        self._begin_phase()
+        self._fill()
+
+    def _with_target(self, target: float) -> Settings:
+        """The settings with a profile stage's target: the rate, or conversations."""
+        if self.open_loop:
+            return self.settings.with_changes(rate=float(target))
+        return self.settings.with_changes(conversations=int(target))
 
     def set_delay(self, delay_ms: float) -> None:
         delay_ms = float(delay_ms)
@@ -571,17 +733,26 @@ class LoadEngine:
     def pause(self) -> None:
         if self._paused_since is None and self.state == "running":
             self._paused_since = asyncio.get_running_loop().time()
+            self._update_clock()
             self.state = "paused"
             if self._publisher is not None:
                 self._publisher.pause()
+            if self._arrivals is not None:
+                self._arrivals.pause()
+            if self._replay is not None:
+                self._replay.pause()
 
     def resume(self) -> None:
         if self._paused_since is not None:
-            self._paused_total += asyncio.get_running_loop().time() - self._paused_since
             self._paused_since = None
+            self._update_clock()
             self.state = "running"
             if self._publisher is not None:
                 self._publisher.resume()
+            if self._arrivals is not None:
+                self._arrivals.resume()
+            if self._replay is not None:
+                self._replay.resume()
             self._fill()
 
     def stop(self) -> None:
@@ -594,11 +765,20 @@ class LoadEngine:
 
     def _new_phase(self, now_s: float) -> PhaseRecorder:
         s = self.settings
+        load = f"{s.rate:g}/s ≤{s.conversations}" if self.open_loop else f"{s.conversations} conv"
         p = PhaseRecorder(index=len(self._phases), started_s=now_s, conversations=s.conversations,
                           delay_ms=s.delay_ms,
-                          label=f"{s.conversations} conv, {s.delay_ms:g} ms")
+                          label=f"{load}, {s.delay_ms:g} ms")
         self._phases.append(p)
+        profile = self.profile
+        stage = profile.applied + 1 if profile is not None and not profile.held else None
+        self._phase_load[p.index] = (s.rate, stage)
         return p
+
+    def _with_load(self, phase: PhaseStats) -> PhaseStats:
+        """A frozen phase with the rate and the profile stage it ran at."""
+        rate, stage = self._phase_load.get(phase.index, (0.0, None))
+        return dataclasses.replace(phase, rate=rate, stage=stage) if rate or stage else phase
 
     def _begin_phase(self) -> None:
         now = self.elapsed_s()
@@ -607,21 +787,34 @@ class LoadEngine:
         self.phase = self._new_phase(now)
         # An ended phase never changes: summarize it once (~2 ms) so that snapshots carry
         # its figures, not its histograms, however many phases an operator makes.
-        self._frozen_phases[old.index] = old.freeze(now, copy=False).summarized()
+        self._frozen_phases[old.index] = self._with_load(old.freeze(now, copy=False)).summarized()
 
     # -- views -----------------------------------------------------------------------------
 
-    def _timeline_now(self) -> tuple[float, int, int]:
-        return (round(self.elapsed_s(), 3), sum(p.tokens_published for p in self._phases),
-                sum(p.tokens_received for p in self._phases))
+    def _timeline_now(self) -> TimelineSample:
+        """Once a second (sse_tui.engine.timeline): the run's totals and its state now."""
+        phases = self._phases
+        windows = self.selfwatch.windows  # the latest judged 1 s window: the self-lag
+        return TimelineSample(
+            t_s=round(self.elapsed_s(), 3),
+            published_total=sum(p.tokens_published for p in phases),
+            received_total=sum(p.tokens_received for p in phases),
+            errors_total=sum(sum(p.errors.values()) for p in phases),
+            missing_total=sum(p.tokens_missing for p in phases),
+            state=self.state, phase=self.phase.index, conversations=len(self._live),
+            delay_ms=self.settings.delay_ms,
+            self_lag_ms=windows[-1].loop_lag_p99_ms if windows else None)
 
     def snapshot(self) -> StatsSnapshot:
         now = self.elapsed_s()
-        phases = tuple(self._frozen_phases.get(p.index) or p.freeze(now) for p in self._phases)
+        phases = tuple(self._frozen_phases.get(p.index) or self._with_load(p.freeze(now))
+                       for p in self._phases)
         if len(phases) == 1:  # the total is that phase: skip merging copies of its histograms
-            total = dataclasses.replace(phases[0], index=-1, label="total")
+            total = dataclasses.replace(phases[0], index=-1, label="total", stage=None)
         else:
             total = PhaseRecorder.merged(self._phases).freeze(now, copy=False)
+            if self.open_loop:
+                total = dataclasses.replace(total, rate=self.settings.rate)
         health = self.selfwatch.health(whole_run=self._end_s is not None)
         now_ns = time.time_ns()
         live: Iterable[Conversation] = self._live.values()
@@ -654,12 +847,15 @@ class LoadEngine:
             notes=tuple(self.notes),
             redis_warning=self._redis_warning(total, health),
             clock_warning=clock.negative_warning(total),
+            conversation_lengths=tuple(self._lengths) if any(self._lengths) else (),
             clock=self.clock,
             tokens_in_flight=self._publisher.in_flight if self._publisher is not None else 0,
             stream_warning=(self._no_stream(total, "established yet") if self._end_s is None
                             else None),
             loop_lag_total=self.selfwatch.loop_lag_total.freeze(),
             schedule_lag_total=self.selfwatch.schedule_lag_total.freeze(),
+            profile=(self.profile.position(self._active_s() if self._t0 else 0.0)
+                     if self.profile is not None else None),
             **self._details(),
         )
 

@@ -6,8 +6,24 @@ from rich.text import Text
 from textual.widgets import Static
 
 from sse_tui.engine.selfwatch import phase_list
+from sse_tui.shaping import length_histogram_text
 from sse_tui.snapshot import StatsSnapshot
 from sse_tui.tui.format import fmt_clock, fmt_int, fmt_ms, fmt_rate
+
+
+def profile_text(snap: StatsSnapshot) -> Text | None:
+    """The phase row with a --stages profile: `2 · stage 2/3 · 0:42 left`; None without."""
+    p = snap.profile
+    if p is None:
+        return None
+    t = Text(f"{snap.phase_index} · stage {p.stage}/{p.stages}")
+    if p.held and not snap.finished:
+        t.append(" · held (t: hand back)", "bold yellow")
+    elif p.done:
+        t.append(f" · done, {p.target_text} holds")
+    else:
+        t.append(f" · {fmt_clock(p.left_s)} left")
+    return t
 
 
 class ProducerPanel(Static):
@@ -45,8 +61,15 @@ class ProducerPanel(Static):
         row("mode", Text.assemble(s.mode, "  run ", (s.run_id, "dim")))
         row("redis", s.shown("redis"))  # a password shows as ***
         row("sse", s.shown("sse"))
-        row("load", f"{s.conversations} conv · {s.delay_ms:g} ms · {s.tokens} tok")
-        row("phase", f"{snap.phase_index} · {phase.label}")
+        if s.rate > 0:  # open loop: the rate, the cap, and what the cap turned away
+            load = Text(f"{s.rate:g}/s ≤{s.conversations}")
+            if total.arrivals_dropped:
+                load.append(f" · dropped {fmt_int(total.arrivals_dropped)}", "bold red")
+            load.append(f" · {s.delay_ms:g} ms · {s.tokens} tok")
+            row("load", load)
+        else:
+            row("load", f"{s.conversations} conv · {s.delay_ms:g} ms · {s.tokens} tok")
+        row("phase", profile_text(snap) or f"{snap.phase_index} · {phase.label}")
         row("published", f"{fmt_int(total.tokens_published):>10}  {fmt_rate(pub_rate)}")
         row("received", f"{fmt_int(total.tokens_received):>10}  {fmt_rate(recv_rate)}")
         errors = Text(f"pub {total.publish_errors} · conn {total.errors_total}")
@@ -69,8 +92,11 @@ class ProducerPanel(Static):
             f"started {fmt_int(total.conversations_started)} · done "
             f"{fmt_int(total.conversations_completed)} · incomplete "
             f"{fmt_int(total.conversations_incomplete)} · cut "
-            f"{fmt_int(total.conversations_cut_short)}",
+            f"{fmt_int(total.conversations_cut_short)}"
+            + (f" · dropped {fmt_int(total.arrivals_dropped)}" if s.rate > 0 else ""),
         )
+        if snap.conversation_lengths:  # lengths drawn from a distribution or a trace
+            row("lengths", length_histogram_text(snap.conversation_lengths))
         row(
             "conns",
             f"opened {fmt_int(total.connections_opened)} · closed "
