@@ -12,16 +12,11 @@ from __future__ import annotations
 import os
 import shutil
 import socket
-import subprocess
 import sys
 import sysconfig
-import tempfile
-import time
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
-from sse_tui.sandbox.redis_server import free_port, spawn_child, stop_child
+from sse_tui.sandbox.child import ChildServer
 
 _START_TIMEOUT_S = 10.0
 _PORT_ATTEMPTS = 3
@@ -62,89 +57,22 @@ def _greets(port: int, timeout: float = 0.5) -> bool:
         return False
 
 
-class NatsServer:
+class NatsServer(ChildServer):
     """nats-server on 127.0.0.1:<free port>; use as a context manager."""
 
-    def __init__(self, binary: str | None = None, start_timeout_s: float = _START_TIMEOUT_S):
-        self._binary = binary
-        self._start_timeout_s = start_timeout_s
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._tmpdir: str | None = None
-        self._port: int | None = None
+    NAME = "nats-server"
+    ERROR = NatsServerError
+    NOT_READY = "no INFO greeting"
 
-    @property
-    def port(self) -> int:
-        if self._port is None:
-            raise NatsServerError("NatsServer is not started; call start() first")
-        return self._port
+    def find_binary(self) -> str:
+        return find_nats_server()
+
+    def command(self, binary: str, port: int, tmpdir: str) -> list[str]:
+        return [binary, "-a", "127.0.0.1", "-p", str(port), "-n", "sse-tui-sandbox"]
+
+    def ready(self, port: int) -> bool:
+        return _greets(port)
 
     @property
     def url(self) -> str:
         return f"nats://127.0.0.1:{self.port}"
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc else None
-
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
-
-    def start(self) -> Self:
-        if self._proc is not None:
-            return self
-        binary = self._binary or find_nats_server()
-        self._tmpdir = tempfile.mkdtemp(prefix="sse-tui-nats-")
-        last_error = ""
-        try:
-            # The free port can be taken by someone else before nats-server binds it: retry.
-            for _ in range(_PORT_ATTEMPTS):
-                port = free_port()
-                last_error = self._try_start(binary, port)
-                if not last_error:
-                    self._port = port
-                    return self
-        except BaseException:
-            self.stop()
-            raise
-        self.stop()
-        raise NatsServerError(f"nats-server ({binary}) did not start: {last_error}")
-
-    def _try_start(self, binary: str, port: int) -> str:
-        """Start on `port`; return "" once it greets a client, else why it failed."""
-        assert self._tmpdir is not None
-        log_path = Path(self._tmpdir) / "nats.log"
-        with open(log_path, "wb") as log:
-            self._proc = spawn_child(
-                [binary, "-a", "127.0.0.1", "-p", str(port), "-n", "sse-tui-sandbox"],
-                stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + self._start_timeout_s
-        while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
-                break
-            if _greets(port):
-                return ""
-            time.sleep(0.02)
-        stop_child(self._proc)
-        self._proc = None
-        tail = log_path.read_text(errors="replace")[-800:].strip()
-        return tail or f"no INFO greeting within {self._start_timeout_s:.0f} s"
-
-    def stop(self) -> None:
-        if self._proc is not None:
-            stop_child(self._proc)
-            self._proc = None
-        if self._tmpdir is not None:
-            shutil.rmtree(self._tmpdir, ignore_errors=True)
-            self._tmpdir = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.stop()
-
-    def __repr__(self) -> str:
-        state = self.url if self.running else "stopped"
-        return f"NatsServer({state})"
