@@ -64,6 +64,14 @@ STALL_S = 0.01
 LATE_S = 0.002
 
 
+def token_words(token_bytes: int = 0) -> tuple[str, ...]:
+    """The texts tokens cycle through: the short words, or (--token-bytes N) each word
+    repeated to exactly N bytes, for payloads the size a real model's tokens are."""
+    if token_bytes <= 0:
+        return _WORDS
+    return tuple((w * (token_bytes // len(w) + 1))[:token_bytes] for w in _WORDS)
+
+
 @dataclass(eq=False)
 class PublishState:
     """What the publisher knows of one conversation."""
@@ -111,8 +119,15 @@ class TokenPublisher:
                  on_round_trip: Callable[[float], None] | None = None,
                  on_held_back: Callable[[int], None] | None = None,
                  clock_ns: Callable[[], int] = time.time_ns,
-                 rng_seed: str | None = None) -> None:
+                 rng_seed: str | None = None,
+                 batch_ms: float = COALESCE_S * 1000,
+                 token_bytes: int = 0) -> None:
         self._client = client
+        # --publish-batch-ms: tokens due within this window share one pipeline (one write);
+        # 0: one PUBLISH per write, each waiting for its reply, as the reference does.
+        self._coalesce_s = batch_ms / 1000.0
+        self._max_pipeline = MAX_PIPELINE if batch_ms > 0 else 1
+        self._words = token_words(token_bytes)
         # Publish timestamps' clock: the wall clock, or a skewed one a test injects.
         self._clock_ns = clock_ns
         self._delay_ms = delay_ms
@@ -247,7 +262,7 @@ class TokenPublisher:
                 await self._sleep_until(heap[0][0])
                 continue
             oldest_due = heap[0][0]
-            states, batch = self._take_due(now + COALESCE_S)
+            states, batch = self._take_due(now + self._coalesce_s)
             if batch:
                 # Lateness that arose while the last pipeline waited for Redis is Redis'.
                 self._on_schedule_lag(max(0.0, now - max(oldest_due, self._replied_at)))
@@ -268,7 +283,7 @@ class TokenPublisher:
         more: list[tuple[float, int, PublishState, int]] = []
         # With no delay there is no schedule to catch up with (unless a trace gives one).
         chain = self._delay_ms > 0 or not self.delay_dist.fixed
-        while len(batch) < MAX_PIPELINE:
+        while len(batch) < self._max_pipeline:
             if more and (not heap or more[0][0] <= heap[0][0]):
                 if more[0][0] > horizon:
                     break
@@ -318,7 +333,7 @@ class TokenPublisher:
         # The loop time of `ts`, to place intended times (loop clock) on the wall clock.
         at = loop.time()
         late_before = at - LATE_S
-        words = _WORDS
+        words = self._words
         nwords = len(words)
         for s, seq, due in batch:
             token: dict[str, Any] = {
