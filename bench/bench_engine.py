@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import os
 import platform
+import resource
 import shlex
 import statistics
 import sys
@@ -29,6 +30,7 @@ from typing import Any
 from stack import BenchStack, StackError, build_go_adapter, choose_adapter
 
 from sse_tui.engine.engine import LoadEngine
+from sse_tui.engine.workers import WorkerPool
 from sse_tui.settings import Settings, parse_duration
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -71,12 +73,19 @@ def run_once(args: argparse.Namespace, go_binary: Path | None, index: int) -> di
         settings = Settings(mode="both", redis=stack.redis_address, sse=stack.sse_url,
                             conversations=args.conversations, tokens=args.tokens,
                             delay_ms=args.delay, duration_s=args.duration,
-                            transport=args.transport, run_id=f"bench-{index}")
+                            transport=args.transport, run_id=f"bench-{index}",
+                            workers=args.workers)
         redis0, adapter0 = proc_cpu_s(stack.redis_pid), proc_cpu_s(stack.adapter_pid)
-        cpu0, wall0 = time.process_time(), time.monotonic()
-        snap = asyncio.run(LoadEngine(settings).run())
-        cpu = time.process_time() - cpu0
+        cpu0, wall0 = time.process_time() + children_cpu_s(), time.monotonic()
+        if args.workers > 1:
+            snap, busy, worst_lag = run_pool(settings, args.duration)
+        else:
+            snap = asyncio.run(LoadEngine(settings).run())
+        # The workers' CPU (start-up included: ~0.3 s each) once they have exited.
+        cpu = time.process_time() + children_cpu_s() - cpu0
         wall = time.monotonic() - wall0
+        if args.workers <= 1:
+            busy, worst_lag = [100 * cpu / wall], None
         redis = proc_cpu_s(stack.redis_pid) - redis0
         adapter = proc_cpu_s(stack.adapter_pid) - adapter0
     t = snap.total
@@ -101,7 +110,38 @@ def run_once(args: argparse.Namespace, go_binary: Path | None, index: int) -> di
         "overloaded_pct": 100 * (h.overloaded_share or 0.0),
         "windows": h.windows,
         "warning": h.warning or "",  # printed under the table
+        "busy_min": min(busy),  # the least busy process's CPU %: are all of them working?
+        "worst_lag_p99": worst_lag if worst_lag is not None else (
+            lag.p99 if lag else float("nan")),
     }
+
+
+def children_cpu_s() -> float:
+    """CPU time of this process's children that have exited (the engine workers)."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def run_pool(settings: Settings, duration_s: float) -> tuple[Any, list[float], float]:
+    """The run in `settings.workers` engine processes: its combined final snapshot, each
+    worker's CPU % while it ran (sampled from /proc), and the worst worker's loop lag p99."""
+    pool = WorkerPool(settings)
+    pool.start()
+    t0 = time.monotonic()
+    pids = pool.pids()
+    cpu = [0.0] * len(pids)
+    elapsed = 0.0
+    try:
+        while not pool.finished and time.monotonic() - t0 < duration_s + 60:
+            cpu = [proc_cpu_s(pid) or c for pid, c in zip(pids, cpu, strict=True)]
+            elapsed = time.monotonic() - t0
+            time.sleep(0.2)
+        snap = pool.join(60)
+        workers = pool.worker_snapshots()
+    finally:
+        pool.close()
+    lags = [w.loop_lag_total.summary.p99 for w in workers if w.loop_lag_total is not None]
+    return snap, [100 * c / max(elapsed, 1e-9) for c in cpu], max(lags, default=float("nan"))
 
 
 ROWS = [
@@ -118,8 +158,10 @@ ROWS = [
     ("redis-server CPU µs / token", "redis_us_per_token", "{:.1f}"),
     ("adapter CPU µs / token", "adapter_us_per_token", "{:.1f}"),
     ("generator CPU %", "cpu_percent", "{:.0f}"),
+    ("least busy process CPU %", "busy_min", "{:.0f}"),
     ("event-loop lag p50 ms", "loop_lag_p50", "{:.3f}"),
     ("event-loop lag p99 ms", "loop_lag_p99", "{:.3f}"),
+    ("worst process lag p99 ms", "worst_lag_p99", "{:.3f}"),
     ("1 s windows judged", "windows", "{:.0f}"),
     ("overloaded s (self-check)", "overloaded_s", "{:.1f}"),
     ("overloaded % of the run", "overloaded_pct", "{:.0f}"),
@@ -134,6 +176,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--duration", type=parse_duration, default=10.0)
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--transport", default="raw", choices=("raw", "httpx"))
+    p.add_argument("--workers", type=int, default=1,
+                   help="engine processes sharing the load (sse-tui --workers)")
     p.add_argument("--adapter", default="auto", choices=("auto", "go", "python"),
                    help="SSE adapter: auto = Go when it can be built here, else Python")
     p.add_argument("--go-adapter", metavar="PATH",
@@ -160,7 +204,8 @@ def main(argv: list[str]) -> int:
     print("command: " + shlex.join(["python", sys.argv[0], *argv]))
     print(f"load: -c {args.conversations} -t {args.tokens} -d {args.delay:g} "
           f"--duration {args.duration:g}s x {args.runs} runs, transport {args.transport}, "
-          "mode both (one process publishes and reads)")
+          f"mode both, {args.workers} engine process(es), each publishing and reading "
+          "its share")
     with tempfile.TemporaryDirectory(prefix="bench-engine-") as tmp:
         go_binary = None
         if src is not None:

@@ -17,15 +17,19 @@ import sys
 from typing import TYPE_CHECKING, TextIO
 
 from sse_tui import slo
+from sse_tui.distributions import shown
 from sse_tui.engine.engine import LoadEngine
+from sse_tui.engine.workers import WorkerPool, plan_workers
 from sse_tui.files import WriteError, is_stdout
 from sse_tui.report import format_summary, new_error_lines, progress_line, write_json
 from sse_tui.settings import Settings
+from sse_tui.snapshot import StatsSnapshot
 
 if TYPE_CHECKING:
     from sse_tui.outputs import RunOutputs
 
 PROGRESS_INTERVAL_S = 5.0
+WORKERS_START_TIMEOUT_S = 30.0
 # The signals that end a run: Ctrl-C, `kill` / Kubernetes, and a terminal that went away.
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
@@ -46,8 +50,15 @@ def describe_run(s: Settings) -> str:
         load = f"{rate} ({s.arrival}, at most {s.conversations} live)"
     else:
         load = f"conversations{stages}" if s.stages else f"{s.conversations} conversations"
-    return (f"sse-tui: {s.mode} mode, {load} x {s.tokens} tokens, "
-            f"delay {s.delay_ms:g} ms, {length}\n  {target} (run id {s.run_id})")
+    if s.trace:  # the trace is the load: its conversations, lengths and gaps
+        load, shape = f"conversations of {s.trace} at {s.speed:g}x", ""
+    else:
+        shape = f" x {shown(s.tokens)} tokens, delay {shown(s.delay_ms)} ms"
+        if s.first_token_delay_ms:
+            shape += f", first token after {shown(s.first_token_delay_ms)} ms"
+    workers = f", {s.workers} engine processes" if s.workers > 1 else ""
+    return (f"sse-tui: {s.mode} mode, {load}{shape}, {length}{workers}\n  {target} "
+            f"(run id {s.run_id})")
 
 
 def run_headless(settings: Settings, *, json_path: str | None = None, follow_redis: bool = False,
@@ -58,6 +69,8 @@ def run_headless(settings: Settings, *, json_path: str | None = None, follow_red
         json_path = "-"
     out = Lines(sys.stderr if json_path == "-" else sys.stdout)
     err = out if json_path == "-" else Lines(sys.stderr)
+    # --workers 0: the CPUs this process may use; what the run can share (the JSON says).
+    settings = settings.with_changes(workers=plan_workers(settings, follow_redis=follow_redis))
     return asyncio.run(_run(settings, json_path, follow_redis, interval_s, out, err, outputs))
 
 
@@ -91,7 +104,13 @@ class Lines:
 
 async def _run(settings: Settings, json_path: str | None, follow_redis: bool, interval_s: float,
                out: Lines, err: Lines, outputs: RunOutputs | None = None) -> int:
-    engine = LoadEngine(settings, follow_redis=follow_redis)
+    # One engine on this loop, or with --workers the pool of engine processes (whose
+    # snapshots and commands are the same, and cost this loop nothing but a combine).
+    engine: LoadEngine | WorkerPool
+    if settings.workers > 1:
+        engine = WorkerPool(settings, follow_redis=follow_redis)
+    else:
+        engine = LoadEngine(settings, follow_redis=follow_redis)
     loop = asyncio.get_running_loop()
     signals = 0
 
@@ -108,16 +127,25 @@ async def _run(settings: Settings, json_path: str | None, follow_redis: bool, in
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, on_signal)
 
-    out.print(describe_run(engine.settings))
+    if isinstance(engine, WorkerPool):
+        # The run starts once the workers' engines run (a new interpreter each: ~0.5 s), as
+        # the single engine's starts right after this line.
+        engine.start()
+        await asyncio.to_thread(engine.wait_reported, WORKERS_START_TIMEOUT_S)
+    out.print(describe_run(settings if isinstance(engine, WorkerPool) else engine.settings))
     # /metrics and --timeseries (sse_tui.outputs): a snapshot a second, then the final one.
     feeder = None
     if outputs is not None:
         for line in outputs.describe():
             out.print(line)
         feeder = loop.create_task(outputs.feed(engine.snapshot))
+        if outputs.fleet is not None:  # fleet commands, handed over to this loop
+            from sse_tui.fleet.commands import LoopTarget
+
+            outputs.control(LoopTarget(engine, loop))
     reporter = loop.create_task(_report(engine, interval_s, out))
     try:
-        final = await engine.run()
+        final = await _run_to_end(engine)
     finally:
         for task in (reporter, feeder):
             if task is not None:
@@ -155,7 +183,17 @@ async def _run(settings: Settings, json_path: str | None, follow_redis: bool, in
                 loop.remove_signal_handler(sig)
 
 
-async def _report(engine: LoadEngine, interval_s: float, out: Lines) -> None:
+async def _run_to_end(engine: LoadEngine | WorkerPool) -> StatsSnapshot:
+    if isinstance(engine, LoadEngine):
+        return await engine.run()
+    engine.start()
+    try:
+        return await asyncio.to_thread(engine.join)
+    finally:
+        engine.close()
+
+
+async def _report(engine: LoadEngine | WorkerPool, interval_s: float, out: Lines) -> None:
     last: dict[str, str | None] = {}
     error_kinds: set[str] = set()
     while True:

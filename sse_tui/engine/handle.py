@@ -5,6 +5,9 @@ must never make the caller wait on the engine (join() aside): `snapshot()` retur
 latest figures at once, and commands are fire-and-forget, their effect seen in a later
 snapshot. The engine's settings live in one place, the engine; `settings` reports them as
 of the latest snapshot.
+
+Implementations: `EngineProcess` (one engine in a child process), `WorkerPool` (--workers:
+several, each with a share of the load, their snapshots combined) and the tests' FakeEngine.
 """
 
 from __future__ import annotations

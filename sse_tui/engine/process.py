@@ -33,8 +33,9 @@ import signal
 import sys
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection
+from typing import Any
 
 from sse_tui.engine.engine import LoadEngine
 from sse_tui.engine.messages import (
@@ -63,18 +64,28 @@ COMMAND_PUSH_DELAY_S = 0.02
 # Bounds on waiting for a child that is going away anyway (close, a dead child).
 EXIT_TIMEOUT_S = 5.0
 SENDER_DRAIN_S = 10.0
+START_TOGETHER_TIMEOUT_S = 60.0
 
 
 class EngineProcess:
     """Implements `sse_tui.engine.handle.EngineHandle` with the engine in a child process."""
 
     def __init__(self, settings: Settings, *, follow_redis: bool = False,
-                 push_interval_s: float = PUSH_INTERVAL_S) -> None:
+                 push_interval_s: float = PUSH_INTERVAL_S, worker: tuple[int, int] = (0, 1),
+                 on_report: Callable[[], None] | None = None,
+                 start_together: Any = None) -> None:
         # What the next (or current) run starts with; once the child reports, its
         # snapshots say what is in force.
         self._start_settings = settings.validated()
         self._follow_redis = follow_redis
         self._push_interval_s = push_interval_s
+        # (index, count): one of the run's engine processes (sse_tui.engine.workers).
+        self._worker = worker
+        # Called on the reader thread after each report (the coordinator combines them).
+        self._on_report = on_report or _nothing
+        # A spawn-context Barrier the run's workers pass once each is up (a new interpreter
+        # takes 0.3-1 s, not the same for each): their runs then start together.
+        self._start_together = start_together
         self._proc: multiprocessing.process.BaseProcess | None = None
         self._conn: Connection | None = None
         self._reader: threading.Thread | None = None
@@ -86,6 +97,7 @@ class EngineProcess:
         self._placeholder: StatsSnapshot | None = None
         self._sent = 0
         self._done = threading.Event()
+        self._reported = threading.Event()  # the child's first report came (or it ended)
         self._log_path: str | None = None
         self._keep_log = False
 
@@ -104,6 +116,11 @@ class EngineProcess:
     @property
     def finished(self) -> bool:
         return self._done.is_set()
+
+    @property
+    def pid(self) -> int | None:
+        """The child's process id while it runs (the benchmark reads its CPU time)."""
+        return self._proc.pid if self._proc is not None else None
 
     @property
     def commands_in_flight(self) -> int:
@@ -125,7 +142,9 @@ class EngineProcess:
         return self._placeholder
 
     def _empty_snapshot(self) -> StatsSnapshot:
-        return LoadEngine(self._start_settings, follow_redis=self._follow_redis).snapshot()
+        index, count = self._worker
+        return LoadEngine(self._start_settings, follow_redis=self._follow_redis,
+                          worker_index=index, worker_count=count).snapshot()
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -136,6 +155,7 @@ class EngineProcess:
         ctx = multiprocessing.get_context("spawn")
         parent, child = ctx.Pipe()
         self._done.clear()
+        self._reported.clear()
         self._final = self._latest = self._placeholder = None
         self._sent = 0
         self._outbox = queue.SimpleQueue()
@@ -143,7 +163,8 @@ class EngineProcess:
         os.close(fd)
         self._proc = ctx.Process(target=_child_main, name="sse-tui-engine", daemon=True,
                                  args=(child, self._start_settings, self._follow_redis,
-                                       self._log_path, self._push_interval_s))
+                                       self._log_path, self._push_interval_s, self._worker,
+                                       self._start_together))
         with _real_stdio():
             self._proc.start()
         child.close()
@@ -167,11 +188,15 @@ class EngineProcess:
                 self._final = report.snapshot
                 break
             self._latest = report
+            self._reported.set()
+            self._on_report()
         if self._final is None:
             self._final = self._died()
         if self._proc is not None:
             self._proc.join(EXIT_TIMEOUT_S)
         self._done.set()
+        self._reported.set()
+        self._on_report()
 
     def _died(self) -> StatsSnapshot:
         """The child went away without a final snapshot: keep what we last saw, say why."""
@@ -186,6 +211,11 @@ class EngineProcess:
             reason += f"; its output is in {self._log_path}"
             self._keep_log = True
         return dataclasses.replace(base, state="failed", fatal_error=reason)
+
+    def wait_reported(self, timeout: float | None = None) -> bool:
+        """Wait until the child has sent its first snapshot (its engine is running) or has
+        ended; False if neither happened within `timeout`."""
+        return self._reported.wait(timeout)
 
     def join(self, timeout: float | None = None) -> StatsSnapshot:
         if self._proc is None:
@@ -264,6 +294,10 @@ class EngineProcess:
         self._send(Hurry())
 
 
+def _nothing() -> None:
+    pass
+
+
 def _write_loop(conn: Connection, outbox: queue.SimpleQueue[Command | None]) -> None:
     """Write commands off the caller's thread: a stalled child must not block a key press."""
     while (command := outbox.get()) is not None:
@@ -320,7 +354,8 @@ def _real_stdio() -> Iterator[None]:
 
 
 def _child_main(conn: Connection, settings: Settings, follow_redis: bool,
-                log_path: str, push_interval_s: float) -> None:
+                log_path: str, push_interval_s: float, worker: tuple[int, int],
+                start_together: Any = None) -> None:
     # Nothing the child prints may reach the terminal under the app: a warning or a
     # traceback goes to the log file, which the parent names if the child dies.
     log = os.open(log_path, os.O_WRONLY | os.O_APPEND)
@@ -329,14 +364,21 @@ def _child_main(conn: Connection, settings: Settings, follow_redis: bool,
     os.close(log)
     # Ctrl-C belongs to the UI, which asks us to stop; SIGTERM too goes through the parent.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    asyncio.run(_serve(conn, settings, follow_redis, push_interval_s))
+    # A terminal that hangs up sends SIGHUP to the whole foreground group: the parent
+    # (headless) stops the run cleanly; a parent that is gone closes the pipe, which ends us.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    if start_together is not None:
+        with contextlib.suppress(threading.BrokenBarrierError):  # a worker that died
+            start_together.wait(START_TOGETHER_TIMEOUT_S)
+    asyncio.run(_serve(conn, settings, follow_redis, push_interval_s, worker))
     conn.close()
 
 
 async def _serve(conn: Connection, settings: Settings, follow_redis: bool,
-                 push_interval_s: float) -> None:
+                 push_interval_s: float, worker: tuple[int, int] = (0, 1)) -> None:
     loop = asyncio.get_running_loop()
-    engine = LoadEngine(settings, follow_redis=follow_redis)
+    engine = LoadEngine(settings, follow_redis=follow_redis, worker_index=worker[0],
+                        worker_count=worker[1])
     mailbox = NewestOnly()
     sender = threading.Thread(target=_send_loop, args=(conn, mailbox), daemon=True)
     sender.start()
