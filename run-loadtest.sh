@@ -5,7 +5,8 @@
 # and install sse-tui into it (on first use, and again whenever pyproject.toml is newer
 # than the last install), then exec `sse-tui cluster "$@"`. Everything else (the original's
 # options -m -r -s -c -t -d --duration -h, --port-forward, --install-only, endpoint
-# auto-detection with kubectl, `./run-loadtest.sh sandbox|merge ...`) lives in
+# auto-detection with kubectl, `./run-loadtest.sh sandbox|merge ...`, `[--port-forward]
+# fleet NAME`) lives in
 # sse_tui/cluster/, where it is tested; `./run-loadtest.sh --help` lists it all.
 #
 # Environment overrides (tests and unusual setups):

@@ -18,12 +18,16 @@ import signal
 import sys
 import threading
 from collections.abc import Callable
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from sse_tui.metrics import MetricsServer, Observed
 from sse_tui.settings import Settings, format_duration
 from sse_tui.snapshot import StatsSnapshot
 from sse_tui.timeseries import TimeSeriesWriter
+
+if TYPE_CHECKING:
+    from sse_tui.fleet.commands import CommandTarget
+    from sse_tui.fleet.publisher import FleetPublisher
 
 FEED_INTERVAL_S = 1.0  # headless: a snapshot from the engine's loop this often
 FOLLOW_INTERVAL_S = 0.5  # TUI: the time series looks at the latest report this often
@@ -40,6 +44,12 @@ class RunOutputs:
         self._follower: threading.Thread | None = None
         self.series = TimeSeriesWriter(settings.timeseries) if settings.timeseries else None
         self.server: MetricsServer | None = None
+        # --fleet: one more reader of the snapshots (sse_tui.fleet.publisher).
+        self.fleet: FleetPublisher | None = None
+        if settings.fleet:
+            from sse_tui.fleet.publisher import FleetPublisher
+
+            self.fleet = FleetPublisher(settings)
         if settings.metrics_port:
             try:
                 self.server = MetricsServer(settings.metrics_address, settings.metrics_port,
@@ -52,7 +62,7 @@ class RunOutputs:
     @classmethod
     def open(cls, settings: Settings) -> RunOutputs | None:
         """The outputs the settings ask for, or None. Raises UsageError (exit 2)."""
-        if not settings.metrics_port and not settings.timeseries:
+        if not settings.metrics_port and not settings.timeseries and not settings.fleet:
             return None
         return cls(settings)
 
@@ -66,6 +76,8 @@ class RunOutputs:
         if self.series is not None:
             kind = "CSV" if self.series.csv else "JSON lines"
             lines.append(f"  one row per second to {self.series.path} ({kind})")
+        if self.fleet is not None:
+            lines.append(self.fleet.describe())
         return lines
 
     # -- the snapshots -----------------------------------------------------------------------
@@ -83,6 +95,13 @@ class RunOutputs:
             self._latest = snap
             if self.series is not None:
                 self.series.write_new(snap)
+        if self.fleet is not None:
+            self.fleet.update(snap)
+
+    def control(self, target: CommandTarget) -> None:
+        """Where fleet commands go: the engine handle (TUI) or a LoopTarget (headless)."""
+        if self.fleet is not None:
+            self.fleet.control(target)
 
     async def feed(self, snapshot: Callable[[], StatsSnapshot],
                    interval_s: float = FEED_INTERVAL_S) -> None:
@@ -96,7 +115,7 @@ class RunOutputs:
         """The TUI: `source` (the engine handle's snapshot(), which never waits) is read at
         scrape time, and by a thread of ours for the time series."""
         self._source = source
-        if self.series is None:
+        if self.series is None and self.fleet is None:
             return
 
         def run() -> None:
@@ -106,7 +125,7 @@ class RunOutputs:
                 except Exception:  # the view goes on; the final update writes the rest
                     continue
 
-        self._follower = threading.Thread(target=run, name="sse-tui-timeseries", daemon=True)
+        self._follower = threading.Thread(target=run, name="sse-tui-outputs", daemon=True)
         self._follower.start()
 
     # -- the end ---------------------------------------------------------------------------
@@ -122,6 +141,8 @@ class RunOutputs:
             with contextlib.suppress(Exception):
                 self.update(self._source())
             self._source = None
+        if self.fleet is not None:  # the final report, before any linger
+            self.fleet.close()
         if self.series is not None:
             self.series.close()
             if self.series.error:

@@ -1099,3 +1099,43 @@ def test_port_forward_end_to_end_with_the_real_cli_through_tunnels(harness: Harn
     harness.assert_no_child_survives()
 
 
+
+
+# --- fleet: `./run-loadtest.sh [--port-forward] fleet NAME` (docs/fleet.md) ----------------
+
+
+def test_port_forward_fleet_forwards_redis_alone_to_the_monitor(harness: Harness) -> None:
+    with_origin_kubeconfig(harness)
+    result = harness.run("--port-forward", "fleet", "f1", "--expect", "3", "--no-tui",
+                         RECORDER_PROBE="1")
+    assert result.returncode == 0, result.stderr
+    forwards = forwarded_ports(harness)
+    assert set(forwards) == {"redis"}  # the monitor reads Redis and nothing else
+    record = harness.record()
+    assert record["argv"] == ["fleet", "f1", "--expect", "3", "--no-tui",
+                              "--redis", f"127.0.0.1:{forwards['redis'][1]}"]
+    assert record["answers"]["redis"].startswith("+PONG")  # through the tunnel
+    harness.assert_no_child_survives()
+
+
+def test_fleet_finds_the_clusters_redis_or_takes_the_one_given(harness: Harness) -> None:
+    with_origin_kubeconfig(harness)
+    assert harness.run("fleet", "f1", FAKE_GET="ip").returncode == 0
+    assert harness.record()["argv"] == ["fleet", "f1", "--redis", "10.1.2.3:6379"]
+    assert [c["argv"][c["argv"].index("get") + 2] for c in harness.kubectl_calls()] == ["redis"]
+    calls = len(harness.kubectl_calls())
+    assert harness.run("-r", "h:1", "fleet", "f1", FAKE_GET="ip").returncode == 0
+    assert harness.record()["argv"] == ["fleet", "f1", "--redis", "h:1"]
+    assert len(harness.kubectl_calls()) == calls  # given: nothing looked up
+
+
+@pytest.mark.parametrize("args,says", [
+    (["--port-forward", "-c", "3", "fleet", "f1"], "not -c"),
+    (["--port-forward", "fleet", "bad name"], "invalid fleet name"),
+    (["--port-forward", "fleet", "f1", "--expect", "0"], "--expect"),
+])
+def test_bad_fleet_options_start_nothing(harness: Harness, args: list[str], says: str) -> None:
+    result = harness.run(*args)
+    assert result.returncode == 2
+    assert says in result.stderr
+    assert harness.kubectl_calls() == [] and not harness.record_file.exists()

@@ -21,6 +21,11 @@ K8S_VERSIONS = ["1.27.0", None]
 REDIS_IN_CLUSTER = "redis.redis-system:6379"
 SSE_IN_CLUSTER = "http://sse-adapter.sse-system:80"
 INDEX_VAR = "$(JOB_COMPLETION_INDEX)"
+UID_VAR = "$(JOB_UID)"
+# What the pods of two runs of the Indexed Job would be given.
+RUN_ENV = [{"JOB_COMPLETION_INDEX": str(i), "JOB_UID": uid}
+           for uid in ("0d7c6a8e-5b1f-4f7e-9a51-3c2b8e1d4f60",
+                       "8f3e2b1a-9c4d-4e5f-8a7b-6c5d4e3f2a10") for i in range(4)]
 
 
 def documents() -> list[tuple[Path, dict[str, Any]]]:
@@ -44,9 +49,9 @@ def expand(args: list[str], env: dict[str, str]) -> list[str]:
     return [re.sub(r"\$\((\w+)\)", lambda m: env.get(m.group(1), m.group(0)), a) for a in args]
 
 
-def test_there_are_a_job_and_an_indexed_job() -> None:
+def test_there_are_a_job_an_indexed_job_and_a_toolbox() -> None:
     kinds = sorted(doc["kind"] for _, doc in documents())
-    assert kinds == ["Job", "Job", "Namespace"]
+    assert kinds == ["Deployment", "Job", "Job", "Namespace"]
     assert [j["spec"].get("completionMode", "NonIndexed") for j in jobs()].count("Indexed") == 1
 
 
@@ -102,22 +107,46 @@ def test_indexed_job_gives_every_pod_its_own_run_id() -> None:
     assert "JOB_COMPLETION_INDEX" in declared
     ref = declared["JOB_COMPLETION_INDEX"]["valueFrom"]["fieldRef"]["fieldPath"]
     assert ref == "metadata.annotations['batch.kubernetes.io/job-completion-index']"
+    # The Job's uid: new for each run of the manifest, so a second run's ids are new too.
+    ref = declared["JOB_UID"]["valueFrom"]["fieldRef"]["fieldPath"]
+    assert ref == "metadata.labels['batch.kubernetes.io/controller-uid']"
     run_id_args = [a for a in c["args"] if a.startswith("--run-id=")]
-    assert len(run_id_args) == 1 and INDEX_VAR in run_id_args[0]
-    ids = {
-        expand(run_id_args, {"JOB_COMPLETION_INDEX": str(i)})[0].split("=", 1)[1] for i in range(n)
-    }
-    assert len(ids) == n
+    assert len(run_id_args) == 1 and INDEX_VAR in run_id_args[0] and UID_VAR in run_id_args[0]
+    ids = {expand(run_id_args, env)[0].split("=", 1)[1] for env in RUN_ENV}
+    assert len(ids) == len(RUN_ENV) == 2 * n
+    # One fleet per run (docs/fleet.md): the same name for a run's pods, a new one per run.
+    fleet_args = [a for a in c["args"] if a.startswith("--fleet=")]
+    assert len(fleet_args) == 1
+    fleets = [expand(fleet_args, env)[0] for env in RUN_ENV]
+    assert len(set(fleets[:n])) == 1 and len(set(fleets)) == 2
 
 
 @pytest.mark.parametrize("job", jobs(), ids=lambda j: j["metadata"]["name"])
 def test_job_args_are_accepted_by_the_cli(job: dict[str, Any]) -> None:
     cli_args = pytest.importorskip("sse_tui.cli_args", reason="the CLI has not landed yet")
-    args = expand(container(job)["args"], {"JOB_COMPLETION_INDEX": "3"})
+    args = expand(container(job)["args"], RUN_ENV[3])
     options = cli_args.parse_args(args)
     assert options.json_path == "-"
     assert options.no_tui
     assert options.settings.mode == "both"
     assert options.settings.duration_s == 300
     if any(a.startswith("--run-id=") for a in args):
-        assert options.settings.run_id == "pod-3"
+        assert options.settings.run_id == f"{RUN_ENV[3]['JOB_UID']}-3"
+        assert options.settings.fleet == RUN_ENV[3]["JOB_UID"]
+
+
+def test_the_toolbox_idles_in_the_jobs_image_and_security_context() -> None:
+    (toolbox,) = [doc for _, doc in documents() if doc["kind"] == "Deployment"]
+    (job,) = [j for j in jobs() if j["spec"].get("completionMode") == "Indexed"]
+    assert toolbox["metadata"]["name"] == "sse-tui"  # kubectl exec -it deploy/sse-tui
+    assert toolbox["metadata"]["namespace"] == job["metadata"]["namespace"]
+    pod, job_pod = toolbox["spec"]["template"]["spec"], job["spec"]["template"]["spec"]
+    assert pod["securityContext"] == job_pod["securityContext"]
+    (c,) = pod["containers"]
+    assert c["image"] == container(job)["image"]
+    assert c["securityContext"] == container(job)["securityContext"]
+    assert c["command"] == ["sleep", "infinity"]  # idle until used
+    # The Job's pods are not the toolbox's: its selector does not pick them up.
+    labels = job_pod.get("metadata", job["spec"]["template"]["metadata"])["labels"]
+    selector = toolbox["spec"]["selector"]["matchLabels"]
+    assert any(labels.get(k) != v for k, v in selector.items())

@@ -250,7 +250,8 @@ def test_the_jobs_carry_the_prometheus_scrape_annotations_and_port() -> None:
         assert notes["prometheus.io/scrape"] == "true"
         assert notes["prometheus.io/port"] == str(port["containerPort"])
         assert notes["prometheus.io/path"] == "/metrics"
-        args = [a.replace("$(JOB_COMPLETION_INDEX)", "0") for a in c["args"]]
+        args = [a.replace("$(JOB_COMPLETION_INDEX)", "0").replace("$(JOB_UID)", "uid")
+                for a in c["args"]]
         s = parse_args(args).settings
         assert s.metrics_port == port["containerPort"]
         assert s.metrics_address == "0.0.0.0"  # reachable from the scraper

@@ -26,7 +26,7 @@ from sse_tui.cluster.kube import (
     choose_kubeconfig,
 )
 from sse_tui.cluster.log import Log
-from sse_tui.cluster.options import parse_script_args, usage
+from sse_tui.cluster.options import ScriptOptions, parse_script_args, usage
 from sse_tui.cluster.port_forward import Needs, run_with_port_forward
 from sse_tui.settings import UsageError, format_duration
 
@@ -86,8 +86,10 @@ def main(argv: Sequence[str], *, launch: Launch | None = None,
 
 
 def _main(args: list[str], launch: Launch, env: dict[str, str], log: Log) -> int:
-    if args and not args[0].startswith("-"):
-        # A subcommand (`sandbox`, `merge`, ...) is sse-tui's business alone.
+    fleet_help = args[:1] == ["fleet"] and any(a in ("-h", "--help") for a in args)
+    if args and not args[0].startswith("-") and (args[0] != "fleet" or fleet_help):
+        # A subcommand (`sandbox`, `merge`, ...) is sse-tui's business alone; `fleet` needs
+        # the cluster's Redis, found or forwarded below.
         return launch.run_here(args)
     try:
         opts = parse_script_args(args)
@@ -99,6 +101,8 @@ def _main(args: list[str], launch: Launch, env: dict[str, str], log: Log) -> int
     if opts.install_only:
         log.info(f"sse-tui is installed: {launch.installed}")
         return 0
+    if opts.passthrough[:1] == ["fleet"]:  # `--port-forward fleet NAME ...`
+        return _fleet(opts, launch, env, log)
     try:
         kube = KubeSettings.from_env(env)
     except UsageError as e:
@@ -142,6 +146,37 @@ def _main(args: list[str], launch: Launch, env: dict[str, str], log: Log) -> int
                  f"conversations={s.conversations} tokens={s.tokens} delay={s.delay_ms:g}ms "
                  f"duration={format_duration(s.duration_s)}")
     return launch.run_here(opts.sse_tui_argv(endpoints))
+
+
+def _fleet(opts: ScriptOptions, launch: Launch, env: dict[str, str], log: Log) -> int:
+    """`sse-tui fleet NAME ...` with the cluster's Redis: given (-r), forwarded
+    (--port-forward) or detected; the fleet needs nothing else."""
+    others = sorted(opts.given.keys() - {"redis"})
+    try:
+        if others or opts.nats_wanted:
+            shown = ", ".join(opts.given[d][0] for d in others) or "--nats"
+            raise UsageError(f"fleet watches generators and takes -r/--redis, not {shown}; "
+                             "give the load to the generators (--fleet NAME)")
+        kube = KubeSettings.from_env(env)
+        from sse_tui.fleet.main import parse as parse_fleet
+
+        parse_fleet(_fleet_argv(opts, {"redis": "localhost:6379"})[1:])  # judged before kubectl
+    except UsageError as e:
+        return _usage_error(launch.prog, e)
+    if opts.port_forward:
+        return run_with_port_forward(
+            kube, env, Needs(redis=not opts.has("redis"), sse=False),
+            lambda endpoints: launch.child_command(_fleet_argv(opts, endpoints)),
+            subprocess.DEVNULL if sys.stdin is None else None,
+            log, cwd=Path.cwd(), script_dir=launch.script_dir,
+        )
+    endpoints = {} if opts.has("redis") else detect_endpoints(["redis"], kube, env, launch, log)
+    return launch.run_here(_fleet_argv(opts, endpoints))
+
+
+def _fleet_argv(opts: ScriptOptions, endpoints: dict[str, str]) -> list[str]:
+    redis = opts.given["redis"][1] if opts.has("redis") else endpoints.get("redis")
+    return [*opts.passthrough, *(("--redis", redis) if redis else ())]
 
 
 # What to look up, and what to say when there is no answer: (dest, service, label,

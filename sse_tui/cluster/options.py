@@ -108,6 +108,8 @@ def usage(prog: str) -> str:
     return f"""\
 Usage: {prog} [OPTIONS] [SSE-TUI OPTIONS]
        {prog} sandbox|merge ...     (sse-tui's subcommands, passed through untouched)
+       {prog} [--port-forward] [-r ADDR] fleet NAME ...
+                                    (watch a fleet of generators: its Redis forwarded or found)
 
 Distributed SSE Load Generator (sse-tui)
 
@@ -155,6 +157,9 @@ Examples:
 
   # Local development: let the script port-forward the cluster's services
   {prog} --port-forward
+
+  # Watch and steer the Indexed Job's generators (docs/fleet.md)
+  {prog} --port-forward fleet "$FLEET" --expect 4
 
   # Local development (port-forwarded services)
   {prog} -r localhost:6379 -s http://localhost:8080
