@@ -14,6 +14,7 @@ normal screen, write the JSON if asked.
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -47,6 +48,7 @@ log = logging.getLogger(__name__)
 POLL_INTERVAL_S = 0.25
 # No new snapshot for this long while the run is on: the figures on screen are frozen.
 STALE_AFTER_S = 2.0
+GC_FREEZE_AFTER_S = 1.0  # see on_mount
 # Layout breakpoints: from this height on the top panels grow and the phases sit under the
 # consumers; from this width on they sit beside them (which leaves the consumers 90 columns).
 WIDE_COLUMNS = 170
@@ -274,9 +276,17 @@ class SseTuiApp(App[int]):
         self._start_engine()
         self.poll()
         self.set_interval(self.poll_interval, self.poll, name="poll-engine")
+        # What is alive a moment after start (modules, the widgets: ~80 000 objects) stays
+        # for the whole run: left to the cyclic GC, every full collection walks it again (with
+        # the render caches, 150-190 ms with keys waiting, every few seconds at -c 10000;
+        # docs/benchmarks.md). Frozen, it is left out.
+        self.set_timer(GC_FREEZE_AFTER_S, gc.freeze, name="gc-freeze")
         if not self.is_headless:
             self._watch_terminal = _stdout_is_tty()
             self._install_signal_handlers()
+
+    def on_unmount(self) -> None:
+        gc.unfreeze()  # what on_mount froze: collectable again once the app is gone
 
     def on_resize(self, event: Resize) -> None:
         if self.main_screen is not None:

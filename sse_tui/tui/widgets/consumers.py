@@ -3,8 +3,8 @@
 The table is updated in place by row key a few times a second: rows that went away are
 removed, new ones added, and `update_cell` is called only for cells whose value changed.
 With thousands of conversations only the `cap` most interesting ones get a row (the order
-of `sse_tui.ranking`, which the engine also uses), and per-row percentiles are computed
-only for rows on screen.
+of `sse_tui.ranking`, which the engine also uses), and only the rows on screen have their
+cells updated and their percentiles computed: a tick costs what the screen shows.
 """
 
 from __future__ import annotations
@@ -128,6 +128,11 @@ def _raw(c: ConversationView, with_percentiles: bool) -> list[Any]:
     ]
 
 
+# DataTable's render caches (private: absent in another Textual, they are left alone).
+_RENDER_CACHES = (("_cell_render_cache", 1000), ("_row_render_cache", 200),
+                  ("_line_cache", 200))
+
+
 class ConversationTable(DataTable[Any]):
     """Rows keyed by conversation id, updated cell by cell."""
 
@@ -145,6 +150,13 @@ class ConversationTable(DataTable[Any]):
         self._order: list[str] = []
         for key, label, width, _ in COLUMNS:
             self.add_column(label, width=width, key=key)
+        # DataTable keeps up to 10 000 rendered cells: each tick's changes make new ones, and
+        # at -c 10000 the stale ones were ~100 000 objects for the cyclic GC to walk (its
+        # full collections then held keys up by 150 ms). A screenful or two is enough.
+        for name, size in _RENDER_CACHES:
+            cache = getattr(self, name, None)
+            if cache is not None and hasattr(cache, "maxsize"):
+                cache.maxsize = size
 
     def reset(self) -> None:
         self.clear()
@@ -167,8 +179,13 @@ class ConversationTable(DataTable[Any]):
         window = self._visible_window()
         for i, c in enumerate(rows):
             key = c.conversation_id
-            raw = _raw(c, i in window)
             old = self._shown.get(key)
+            if old is not None and i not in window:
+                # Off screen: its cells wait until it scrolls into view (the next tick). At
+                # -c 10000 every row changes every second; updating the ~30 on screen rather
+                # than all 200 keeps a tick's cost with the screen, not with the cap.
+                continue
+            raw = _raw(c, i in window)
             if old is None:
                 for col in (_P50, _P99):
                     if raw[col] is _KEEP:

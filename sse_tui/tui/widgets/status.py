@@ -10,7 +10,7 @@ from rich.text import Text
 from textual.widgets import Static
 
 from sse_tui.snapshot import StatsSnapshot
-from sse_tui.tui.format import fmt_clock
+from sse_tui.tui.format import fmt_clock, fmt_int
 
 _STATE_STYLE = {
     "starting": "bold",
@@ -81,6 +81,10 @@ class StatusLine(Static):
         text.append(f"  phase {snap.phase_index}")
         load = f"{s.rate:g}/s ≤{s.conversations}" if s.rate > 0 else f"{s.conversations} conv"
         text.append(f"  {load} · {s.delay_ms:g} ms")
+        if snap.connect_waiting and not snap.finished:  # the --connect-rate ramp
+            live = snap.conversations_live
+            text.append(f"  opening {fmt_int(live - snap.connect_waiting)}/{fmt_int(live)}",
+                        "bold cyan")
         if snap.profile is not None and snap.profile.held and not snap.finished:
             text.append("  profile held", "bold yellow")
         if requested and not snap.finished:
