@@ -26,6 +26,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from sse_tui.record import main as record_main
 
             return record_main(args[1:])
+        if args[:1] == ["fleet"]:  # watch and steer the generators run with --fleet
+            from sse_tui.fleet.main import main as fleet_main
+
+            return fleet_main(args[1:])
         if args[:1] == ["cluster"]:  # run-loadtest.sh's options, detection, --port-forward
             from sse_tui.cluster import main as cluster_main
 
@@ -105,13 +109,21 @@ def _run(options: CliOptions) -> int:
 def _run_tui(options: CliOptions, settings: Settings, follow_redis: bool,
              outputs: RunOutputs | None = None) -> int:
     from sse_tui.engine.process import EngineProcess
+    from sse_tui.engine.workers import WorkerPool, plan_workers
     from sse_tui.tui.app import run_tui
 
     # The engine runs in a process of its own: sharing the UI's GIL, a repaint would show
-    # up as latency in the engine's measurements (docs/architecture.md).
-    handle = EngineProcess(settings, follow_redis=follow_redis)
+    # up as latency in the engine's measurements (docs/architecture.md). With --workers,
+    # in several, each with a share of the load, shown as one (sse_tui.engine.workers).
+    settings = settings.with_changes(workers=plan_workers(settings, follow_redis=follow_redis))
+    handle: EngineProcess | WorkerPool
+    if settings.workers > 1:
+        handle = WorkerPool(settings, follow_redis=follow_redis)
+    else:
+        handle = EngineProcess(settings, follow_redis=follow_redis)
     if outputs is not None:  # /metrics and --timeseries read the handle's latest snapshot
         outputs.follow(handle.snapshot)
+        outputs.control(handle)  # --fleet commands: the calls the TUI's keys make
     try:
         return run_tui(handle, config_path=options.config_path, json_path=options.json_path)
     finally:

@@ -220,6 +220,10 @@ class ShapedInt(int):
     def __str__(self) -> str:
         return str(self.dist)
 
+    def __format__(self, spec: str) -> str:
+        # In f-strings (panels, labels, progress lines) it reads as the mean it is: `~210`.
+        return f"~{int(self)}" if spec in ("", "d") else super().__format__(spec)
+
     def __repr__(self) -> str:
         return f"ShapedInt({str(self.dist)!r})"
 
@@ -239,6 +243,10 @@ class ShapedFloat(float):
 
     def __str__(self) -> str:
         return str(self.dist)
+
+    def __format__(self, spec: str) -> str:
+        # `{delay:g} ms` in panels and labels reads `~28.3 ms`: the mean, marked as one.
+        return f"~{float(self):.3g}" if spec in ("", "g") else super().__format__(spec)
 
     def __repr__(self) -> str:
         return f"ShapedFloat({str(self.dist)!r})"
@@ -260,3 +268,8 @@ def is_shaped(value: float) -> bool:
 def shape_text(value: float) -> int | float | str:
     """How a setting is written back (TOML, flags): its distribution's text, or the number."""
     return str(value) if is_shaped(value) else value
+
+
+def shown(value: float) -> str:
+    """A setting for a line people read: its distribution's text, or the number (`50`)."""
+    return str(value) if is_shaped(value) else f"{value:g}"

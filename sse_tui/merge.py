@@ -126,6 +126,11 @@ def _error_examples(summaries: Sequence[dict[str, Any]]) -> dict[str, str]:
     return out
 
 
+def _workers(value: Any) -> int:
+    """A pod's engine processes: its `settings.workers`, 1 when absent or not a count."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 1
+
+
 def merge(summaries: Sequence[dict[str, Any]]) -> StatsSnapshot:
     """Combine summaries of generators that ran side by side into one snapshot."""
     counters = Counters()
@@ -145,7 +150,9 @@ def merge(summaries: Sequence[dict[str, Any]]) -> StatsSnapshot:
         duration_s=float(first["duration_s"]),
         run_id="+".join(str(s["settings"].get("run_id", "?")) for s in summaries),
         channel_prefix=first.get("channel_prefix", "llm:tokens:"),
-        transport=first.get("transport", "raw"))
+        transport=first.get("transport", "raw"),
+        # Each pod's engine processes (older summaries: one).
+        workers=sum(_workers(s["settings"].get("workers")) for s in summaries))
     frozen: dict[str, HistogramSnapshot] = {n: h.freeze(copy=False) for n, h in hists.items()}
     total = PhaseStats(
         **counters.counter_values(),

@@ -37,6 +37,7 @@ from sse_tui.values import (
     DURATION,
     HEADERS,
     IDENTIFIER,
+    MILLISECONDS,
     MS_OR_SHAPE,
     RATE,
     SEED,
@@ -51,6 +52,7 @@ from sse_tui.values import (
     check_load_model,
     check_max_event_bytes,
     check_run_id,
+    check_token_bytes,
     choice,
     format_duration,
     parse_duration,
@@ -103,6 +105,17 @@ def check_listen_address(address: str) -> None:
         raise UsageError(f"invalid address {address!r}: give an IP address such as 0.0.0.0, "
                          "127.0.0.1 or ::, or a host name")
 
+
+
+def check_fleet_name(name: str) -> None:
+    """--fleet: part of Redis key names, so the characters of a run id ("" = off)."""
+    if not name:
+        return
+    try:
+        check_run_id(name)
+    except UsageError:
+        raise UsageError(f"invalid fleet name {name!r}: use letters, digits, '-', '_' and "
+                         "'.', e.g. f1") from None
 
 
 def nats_url(address: str) -> str:
@@ -306,6 +319,24 @@ class Settings:
         help="how long a conversation keeps retrying (with backoff) without a working "
              "stream before it fails; 0 = fail at the first failed attempt",
     ))
+    # Engine processes (sse_tui.engine.workers), each with a share of the load; 0 = as many
+    # as the CPUs this process may use (sse_tui.cpus), resolved before the run starts.
+    workers: int = field(default=0, metadata=_spec(
+        kind=SEED, metavar="N", example="2",
+        default_help="the CPUs this process may use (affinity and cgroup quota)",
+        help="run N engine processes, each with a share of the conversations (and of the "
+             "rate and each stage's target), merged exactly into one view; 1 = a single "
+             "process",
+    ))
+    # New streams per second (sse_tui.engine.connect_rate), reconnects included: `-c 10000`
+    # at once would overflow the adapter's listen backlog (SYNs dropped, retried 1-3 s
+    # later: the generator's doing). 1000/s opens 10 000 in 10 s; its 50 ms burst (50
+    # streams) fits even asyncio's default backlog of 100.
+    connect_rate: float = field(default=1000.0, metadata=_spec(
+        kind=RATE, metavar="R", example="500", used_by=("consumer", "both"),
+        help="open at most R new SSE streams per second (first connects and reconnects), "
+             "so that a large -c does not flood the adapter's accept queue; 0 = unlimited",
+    ))
     # One SSE event (or line) larger than this is an error on its conversation, and the
     # readers stop buffering it there: memory stays bounded whatever a server sends.
     max_event_bytes: int = field(default=1024 * 1024, metadata=_spec(
@@ -399,6 +430,13 @@ class Settings:
         help="write one row per second of the run to FILE as it goes: JSON lines, or CSV "
              "when FILE ends in .csv",
     ))
+    # One live test from many generators (sse_tui.fleet, docs/fleet.md).
+    fleet: str = field(default="", metadata=_spec(
+        kind=TEXT, metavar="NAME", example="f1", check=check_fleet_name, default_help="off",
+        help="join the fleet NAME: publish this run's summary once a second on the run's "
+             "Redis (sse-tui:fleet:NAME:*) and take fleet commands; `sse-tui fleet NAME` "
+             "watches and steers them all (docs/fleet.md)",
+    ))
     # Open-loop load and load profiles (sse_tui.engine.arrivals, sse_tui.engine.stages).
     # `rate` is a plain field so that a sweep can set it; > 0 makes the run open loop.
     rate: float = field(default=0.0, metadata=_spec(
@@ -423,6 +461,23 @@ class Settings:
         help="load profile: each stage sets conversations live at once (with --rate: "
              "arrivals per second) for its duration, and is a phase of its own; without "
              "--duration the run lasts as long as the profile",
+    ))
+    # How the producer talks to Redis (sse_tui.engine.producer, sse_tui.engine.publishers).
+    publish_connections: int = field(default=1, metadata=_spec(
+        kind=COUNT, metavar="N", example="16", used_by=("producer", "both"),
+        help="publish over N Redis connections, each pipelining its own conversations "
+             "(the reference uses a pool: one PUBLISH per token per connection)",
+    ))
+    publish_batch_ms: float = field(default=1.0, metadata=_spec(
+        kind=MILLISECONDS, metavar="MS", example="0", used_by=("producer", "both"),
+        help="tokens due within MS of each other go out in one pipeline (one write, one round "
+             "trip); 0 = one PUBLISH per write, each awaited, as the reference generator does",
+    ))
+    token_bytes: int = field(default=0, metadata=_spec(
+        kind=SEED, metavar="N", example="16", used_by=("producer", "both"),
+        default_help="short words", check=check_token_bytes,
+        help="size of each token's text in bytes (the payload grows with it); 0 = short "
+             "English words, as the reference",
     ))
     # The shape of each conversation (sse_tui.distributions) and replays of recorded traffic
     # (sse_tui.trace); tokens and delay above take distributions too.

@@ -266,6 +266,22 @@ class HistogramSnapshot:
             out.append(seen)
         return out
 
+    @staticmethod
+    def combined(parts: Sequence[HistogramSnapshot]) -> HistogramSnapshot:
+        """The histogram of every value of `parts` (the engine processes of one run): HDR
+        counts added bucket by bucket, count/sum/min/max exact. A summary-only part (an
+        ended phase's) cannot be added: ValueError."""
+        full = [h for h in parts if h.count]
+        if len(full) <= 1:
+            return full[0] if full else _EMPTY_HISTOGRAM
+        hdr = hdr_codec.new_hdr()
+        for h in full:
+            if h._hdr is None:
+                raise ValueError("a summarized histogram cannot be added to another")
+            hdr.add(h._hdr)
+        return HistogramSnapshot(hdr, sum(h.count for h in full), sum(h.sum_us for h in full),
+                                 min(h.min_us for h in full), max(h.max_us for h in full))
+
     def encode(self) -> dict[str, Any]:
         """Portable form for merging across processes and pods."""
         return {
@@ -290,6 +306,13 @@ def _histogram_from_encoding(blob: str, count: int, sum_us: float, min_us: float
 
 
 _EMPTY_HISTOGRAM = HistogramSnapshot(None, 0, 0, 0, 0)
+
+
+def phase_label(conversations: int, delay_ms: float, rate: float) -> str:
+    """A phase's label, `8 conv, 5 ms` (open loop: `20/s ≤100, 5 ms`): the engine's, and
+    the coordinator's for its workers' phases combined."""
+    load = f"{rate:g}/s ≤{conversations}" if rate > 0 else f"{conversations} conv"
+    return f"{load}, {delay_ms:g} ms"
 
 
 @dataclass(slots=True, kw_only=True)
@@ -521,6 +544,8 @@ class StatsSnapshot:
     conversations: tuple[ConversationView, ...]
     conversations_live: int
     health: SelfHealth
+    # Conversations waiting for a --connect-rate slot to open a stream (the ramp).
+    connect_waiting: int = 0
     timeline: tuple[TimelinePoint, ...] = ()
     recent_latency_ms: tuple[float, ...] = ()  # latest receipts, for a sparkline
     fatal_error: str | None = None

@@ -507,6 +507,12 @@ HEADERS = ValueKind(
 )
 
 
+def check_token_bytes(n: int) -> None:
+    if n > 65536:
+        raise UsageError(f"--token-bytes {n} is beyond any model's token; use at most 65536 "
+                         "(a whole answer's size belongs in --tokens)")
+
+
 def check_max_event_bytes(n: int) -> None:
     # Below a few hundred bytes no token event fits; the cap is a guard, not a filter.
     if n < 256:

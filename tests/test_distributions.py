@@ -92,3 +92,15 @@ def test_every_preset_parses_and_says_why() -> None:
         tokens, delay, first = shape.distributions()
         assert tokens.mean() > 1 and delay.mean() > 0 and first.mean() > 0
         assert shape.why
+
+
+def test_the_length_histogram_spans_the_buckets_used() -> None:
+    from sse_tui.shaping import LENGTH_BUCKETS, length_bucket, length_histogram_text
+
+    counts = [0] * LENGTH_BUCKETS
+    for n in (5, 6, 40, 40, 40, 40, 300):
+        counts[length_bucket(n)] += 1
+    # 4..7: 2, 32..63: 4, 256..511: 1, and the empty buckets between them as blanks.
+    assert length_histogram_text(tuple(counts)) == "▄  █  ▂ 4..511 tok"
+    assert length_histogram_text((0,) * LENGTH_BUCKETS) == ""
+    assert length_bucket(1) == 0 and length_bucket(10**9) == LENGTH_BUCKETS - 1

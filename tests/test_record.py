@@ -70,11 +70,14 @@ def test_record_writes_each_conversations_timing_and_no_text(
     assert not any(w.strip() in text for w in _WORDS if len(w.strip()) > 3 and w != " tokens")
     trace = load_trace(out)
     assert len(trace.conversations) == 4
+    gaps = sorted(g for conv in trace.conversations for g in conv.gaps_ms)
     for conv in trace.conversations:
         assert conv.done and conv.tokens == 12
-        # -d 20 with the reference jitter: each gap in [20, 30] ms, give or take the 1 ms
-        # the publisher coalesces tokens by.
-        assert all(18.5 <= g <= 31.5 for g in conv.gaps_ms), conv.gaps_ms
+    # -d 20 with the reference jitter: gaps in [20, 30] ms, give or take the 1 ms the
+    # publisher coalesces tokens by. They are real publish times, so a busy machine moves a
+    # few (a late token's gap grows, the next one's shrinks: the schedule is absolute).
+    assert 20 <= gaps[len(gaps) // 2] <= 30, gaps
+    assert sum(18.5 <= g <= 31.5 for g in gaps) >= 0.9 * len(gaps), gaps
     assert max(c.start_s for c in trace.conversations) - min(
         c.start_s for c in trace.conversations) < 1.0  # one round: all began together
 

@@ -26,6 +26,7 @@ from sse_tui.engine.transport.base import error_kind
 from sse_tui.snapshot import ConversationDetail, ConversationState, ConversationView
 
 if TYPE_CHECKING:
+    from sse_tui.engine.connect_rate import ConnectRate
     from sse_tui.engine.nats_tap import ConversationHop
     from sse_tui.engine.producer import PublishState
     from sse_tui.engine.sse import SSEEvent
@@ -65,6 +66,9 @@ class EngineHooks(Protocol):
     def ts_shift_ns(self) -> int: ...
 
     def on_latency(self, latency_us: int) -> None: ...
+
+    @property
+    def connect_gate(self) -> ConnectRate: ...  # --connect-rate
 
 
 class Conversation:
@@ -311,6 +315,7 @@ class Conversation:
                 return None
             if wait > 0:
                 await asyncio.sleep(wait)
+            await self._connect_slot(loop)
             phase.connect_attempts += 1
             t0 = loop.time()
             try:
@@ -332,6 +337,14 @@ class Conversation:
             if self.established:  # a resumed stream: tokens may flow at once
                 self._state = self._reading()
             return stream
+
+    async def _connect_slot(self, loop: asyncio.AbstractEventLoop) -> None:
+        """--connect-rate: wait for a slot. Before a conversation's first attempt that wait
+        is the generator's own queue, not the system's answer: its clocks (establish, first
+        token) start after it. A reconnect's wait stays in its outage: no stream meanwhile."""
+        await self.hooks.connect_gate.acquire()
+        if not self._had_stream and not self._failures and not self.established:
+            self.started_mono = self._down_since = loop.time()
 
     def _wait_before_attempt(self, now: float, budget_s: float) -> float | None:
         """Seconds to wait before the next attempt; None once the retry budget is spent."""

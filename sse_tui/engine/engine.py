@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import gc
 import time
 from collections import deque
 from collections.abc import Coroutine, Iterable
@@ -24,10 +25,12 @@ from sse_tui.engine import clock
 from sse_tui.engine.accounting import Accounting, check_totals
 from sse_tui.engine.arrivals import ArrivalProcess, Arrivals
 from sse_tui.engine.backoff import backoff_s
+from sse_tui.engine.connect_rate import ConnectRate
 from sse_tui.engine.consumer import Conversation
 from sse_tui.engine.nats_tap import NatsTap, TapError
 from sse_tui.engine.producer import PublishState, TokenPublisher
 from sse_tui.engine.publish_watch import PublishWatch, redis_verdict
+from sse_tui.engine.publishers import PublisherPool
 from sse_tui.engine.redis_conn import auth_or_tls_problem, redis_client
 from sse_tui.engine.redis_follower import RedisFollower
 from sse_tui.engine.replay import TraceReplay
@@ -45,7 +48,7 @@ from sse_tui.engine.transport.tls import (
 from sse_tui.ranking import most_interesting, slow_threshold_ms
 from sse_tui.settings import Settings, nats_url, sse_base
 from sse_tui.shaping import LENGTH_BUCKETS, ConversationShapes, length_bucket
-from sse_tui.snapshot import ClockEstimate, PhaseStats, SelfHealth, StatsSnapshot
+from sse_tui.snapshot import ClockEstimate, PhaseStats, SelfHealth, StatsSnapshot, phase_label
 from sse_tui.trace import TracedConversation, load_trace
 from sse_tui.values import Stage, parse_stages
 
@@ -65,8 +68,13 @@ class EngineError(Exception):
 
 class LoadEngine:
     def __init__(self, settings: Settings, *, follow_redis: bool = False,
-                 clock_ns: clock.ClockNs = time.time_ns) -> None:
+                 clock_ns: clock.ClockNs = time.time_ns, worker_index: int = 0,
+                 worker_count: int = 1) -> None:
         self.settings = settings.validated()
+        # One of `worker_count` engine processes (sse_tui.engine.workers): it numbers its
+        # conversations worker_index + 1, + worker_count, ... so that the workers' ids are
+        # disjoint and together the ones a single process would use.
+        self._worker_count = worker_count
         # What each conversation looks like (--tokens/--delay/--first-token-delay drawn from
         # distributions, or a --trace replayed), and the lengths started so far.
         self._shapes = ConversationShapes.of(self.settings)
@@ -109,7 +117,7 @@ class LoadEngine:
         self.phase: PhaseRecorder = self._new_phase(0.0)
         self._live: dict[str, Conversation] = {}
         self._finished: deque[Conversation] = deque(maxlen=FINISHED_KEPT)
-        self._next_number = 1
+        self._next_number = 1 + worker_index
         self._started_total = 0
         self._discovered_live = 0
         # Refills after a failed conversation wait a backoff (see _refill_later): the slots
@@ -118,7 +126,7 @@ class LoadEngine:
         self._refill_failures = 0
         self._streams_established = 0
         self._redis: aioredis.Redis | None = None
-        self._publisher: TokenPublisher | None = None
+        self._publisher: PublisherPool | None = None
         self.publish_watch = PublishWatch()  # is Redis holding publishing back?
         self._tasks: list[asyncio.Task[None]] = []
         self._publisher_task: asyncio.Task[None] | None = None
@@ -139,6 +147,8 @@ class LoadEngine:
         # What every stream opens with; its headers are resolved from $ENV in the preflight.
         self.stream_config = StreamConfig(transport=settings.transport,
                                           tls=TLSOptions.of(settings))
+        # --connect-rate: every stream opening (first connect or reconnect) passes it.
+        self.connect_gate = ConnectRate(self.settings.connect_rate)
         # For texts from libraries (redis-py, httpx, ssl) before they reach a user: errors
         # may quote a URL or a value, and none of the run's secrets may be shown.
         s = self.settings
@@ -249,14 +259,16 @@ class LoadEngine:
                     "cluster: kubectl port-forward -n redis-system svc/redis 6379:6379")) from None
         if self.producing:
             assert self._redis is not None
-            self._publisher = TokenPublisher(
-                self._redis, delay_ms=s.delay_ms,
+            redis = self._redis
+            self._publisher = PublisherPool(s.publish_connections, lambda i: TokenPublisher(
+                redis, delay_ms=s.delay_ms,
                 on_published=self._on_published, on_error=self._on_publish_error,
                 on_schedule_lag=self.selfwatch.record_schedule_lag,
                 on_round_trip=self._on_publish_round_trip, on_held_back=self._on_held_back,
                 clock_ns=self._clock_ns,
                 # --seed repeats the gaps too (0: a new draw each run).
-                rng_seed=f"gaps:{s.seed}" if s.seed else None)
+                rng_seed=f"gaps:{s.seed}:{i}" if s.seed else None,
+                batch_ms=s.publish_batch_ms, token_bytes=s.token_bytes))
             await self._store_clock_offset()
         if self.follow_redis:  # before any stream opens, so that every token is corrected
             await self._try_clock_offset()
@@ -420,6 +432,7 @@ class LoadEngine:
         await self._close_redis()
         if self.settings.transport != "raw":
             await aclose_transports()
+        gc.unfreeze()  # what _fill_rest froze: a cycle among it is collectable again
         self._end_s = loop.time() - self._t0
         self.phase.ended_s = self._end_s
         if self.fatal_error is None:
@@ -463,7 +476,21 @@ class LoadEngine:
 
     async def _fill_rest(self) -> None:
         while self._fill_batch():
+            gc.freeze()
             await asyncio.sleep(0)
+        # Thousands of conversations are long-lived objects (~57 per conversation): left in
+        # the cyclic GC's oldest generation, each full collection walked all of them, ~400 ms
+        # with the loop stopped at -c 10000, every few seconds (docs/benchmarks.md). Frozen,
+        # they are still freed by reference counting; the run's end unfreezes them.
+        gc.freeze()
+        self._spawn(self._freeze_after_ramp(), "gc-freeze")
+
+    async def _freeze_after_ramp(self) -> None:
+        """Once --connect-rate has let every waiting stream open: freeze what they made."""
+        while self.connect_gate.waiting:
+            await asyncio.sleep(0.5)
+        await asyncio.sleep(1.0)  # the last ones' connects and first reads
+        gc.freeze()
 
     def _live_own(self) -> int:
         return len(self._live) - self._discovered_live + self._held_slots
@@ -516,7 +543,7 @@ class LoadEngine:
             self._lengths[length_bucket(total)] += 1
         if conversation_id is None:
             number = self._next_number
-            self._next_number += 1
+            self._next_number += self._worker_count
             self._started_total += 1
             conversation_id = s.conversation_id(number)
         else:
@@ -667,7 +694,10 @@ class LoadEngine:
         """Conversations live at once (open loop: the cap on them). In a closed loop with a
         load profile, the operator takes the load over from the profile (hold_profile)."""
         n = int(n)
-        if n < 1 or n == self.settings.conversations:
+        # A worker's share may be 0, and it begins a phase even when its share is
+        # unchanged: every worker's phases must line up with the others' to be combined.
+        worker = self._worker_count > 1
+        if n < (0 if worker else 1) or (n == self.settings.conversations and not worker):
             return
         if not self.open_loop:
             self._take_over()
@@ -765,10 +795,9 @@ class LoadEngine:
 
     def _new_phase(self, now_s: float) -> PhaseRecorder:
         s = self.settings
-        load = f"{s.rate:g}/s ≤{s.conversations}" if self.open_loop else f"{s.conversations} conv"
         p = PhaseRecorder(index=len(self._phases), started_s=now_s, conversations=s.conversations,
                           delay_ms=s.delay_ms,
-                          label=f"{load}, {s.delay_ms:g} ms")
+                          label=phase_label(s.conversations, s.delay_ms, s.rate))
         self._phases.append(p)
         profile = self.profile
         stage = profile.applied + 1 if profile is not None and not profile.held else None
@@ -786,8 +815,10 @@ class LoadEngine:
         old.ended_s = now
         self.phase = self._new_phase(now)
         # An ended phase never changes: summarize it once (~2 ms) so that snapshots carry
-        # its figures, not its histograms, however many phases an operator makes.
-        self._frozen_phases[old.index] = self._with_load(old.freeze(now, copy=False)).summarized()
+        # its figures, not its histograms, however many phases an operator makes. A worker
+        # keeps its histograms (compressed on the pipe): the coordinator adds them up.
+        frozen = self._with_load(old.freeze(now, copy=False))
+        self._frozen_phases[old.index] = frozen if self._worker_count > 1 else frozen.summarized()
 
     # -- views -----------------------------------------------------------------------------
 
@@ -840,6 +871,7 @@ class LoadEngine:
             total=total,
             conversations=views,
             conversations_live=len(self._live),
+            connect_waiting=self.connect_gate.waiting,
             health=health,
             timeline=self._timeline.points(),
             recent_latency_ms=tuple(self._sparkline),
