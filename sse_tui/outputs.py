@@ -86,7 +86,10 @@ class RunOutputs:
         """What /metrics serves now (called on the scrape's thread)."""
         source = self._source
         snap = source() if source is not None else self._latest
-        return [Observed(snap)] if snap is not None else []
+        if snap is None:
+            return []
+        # With --workers the snapshot is already the exact merge of every engine process.
+        return [Observed(snap, worker="all" if snap.settings.workers > 1 else "0")]
 
     def update(self, snap: StatsSnapshot) -> None:
         """The newest snapshot: /metrics serves it, the time series gets its new seconds.

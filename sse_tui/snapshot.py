@@ -400,6 +400,8 @@ class ConversationView:
     # Once ended with tokens missing: where they were lost (a loss class of docs/loss.md, or
     # "mixed"); "" otherwise.
     loss: str = ""
+    # With the NATS tap: its hop (`57 seen` on NATS, or `2 bridge, 1 adapter` lost); "" else.
+    hop: str = ""
 
     def recent_percentile(self, p: float) -> float | None:
         """Nearest rank over the last few latencies (a window this small needs no HDR)."""

@@ -90,7 +90,8 @@ def test_a_headless_run_is_scraped_live_and_its_final_scrape_equals_the_json(
     out = tmp_path / "summary.json"
     proc = subprocess.Popen(
         [sys.executable, "-m", "sse_tui", "--demo", "--no-tui", "-c", "4", "-t", "30", "-d",
-         "10", "--duration", "3s", "--run-id", "metrics1", "--metrics-port", str(port),
+         "10", "--duration", "3s", "--run-id", "metrics1", "--workers", "2",
+         "--metrics-port", str(port),
          "--metrics-address", "127.0.0.1", "--metrics-linger", "30s", "--json", str(out)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
     errors: list[str] = []  # stderr as it comes
@@ -110,7 +111,8 @@ def test_a_headless_run_is_scraped_live_and_its_final_scrape_equals_the_json(
 
         wait_until(scraped_mid_run, timeout=30, what="a scrape with tokens, mid-run")
         s = live[0]
-        labels = {"run_id": "metrics1", "mode": "both", "worker": "0"}
+        # Two engine processes: the series are their exact merge, labelled worker="all".
+        labels = {"run_id": "metrics1", "mode": "both", "worker": "all"}
         assert value(s, "sse_tui_tokens_received_total", **labels) > 0
         assert value(s, "sse_tui_conversations_live", **labels) >= 1
         assert value(s, "sse_tui_run_info", state="running", **labels) == 1

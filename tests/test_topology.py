@@ -246,3 +246,16 @@ async def test_the_tui_shows_the_hop_line_in_the_latency_panel() -> None:
     async with app.run_test(size=(80, 24)) as pilot:
         await wait_for(pilot, lambda: app.polls >= 1, what="first poll")
         assert not app.latency_panel.hops.display
+
+
+def test_a_conversations_row_says_where_its_tokens_were_lost() -> None:
+    from sse_tui.engine.nats_tap import ConversationHop
+    from sse_tui.engine.stats import PhaseRecorder
+
+    hop = ConversationHop("c1")
+    hop.arrived.update({1: 10, 2: 20, 3: 30, 5: 50})
+    assert hop.describe() == "4 seen"
+    phase = PhaseRecorder(index=0, label="p", started_s=0.0, conversations=1, delay_ms=1.0)
+    hop.classify([(3, 4), (6, 7)], phase)  # 3 reached NATS; 4, 6 and 7 never did
+    assert (phase.lost_after_nats, phase.lost_before_nats) == (1, 3)
+    assert hop.describe() == "3 bridge, 1 adapter"

@@ -709,6 +709,7 @@ class Conversation:
             error=self.error,
             discovered=self.discovered,
             loss=self._loss_label(),
+            hop=self.hop.describe() if self.hop is not None else "",
         )
 
 

@@ -63,10 +63,14 @@ def nats_subject(conversation_id: str) -> str:
 class ConversationHop:
     """One conversation as the tap sees it: when each sequence passed NATS."""
 
-    __slots__ = ("arrived", "conversation_id", "early", "sub", "subscribing")
+    __slots__ = ("arrived", "conversation_id", "early", "lost_after", "lost_before", "sub",
+                 "subscribing")
 
     def __init__(self, conversation_id: str) -> None:
         self.conversation_id = conversation_id
+        # Its own missing tokens by hop, for its row in the consumers table.
+        self.lost_before = 0
+        self.lost_after = 0
         self.arrived: dict[int, int] = {}  # sequence -> NATS arrival (ns), first arrival
         # sequence -> SSE receipt (ns) of tokens the user got before the tap saw them
         self.early: dict[int, int] = {}
@@ -88,6 +92,17 @@ class ConversationHop:
             seen = sum(1 for seq in range(lo, hi + 1) if seq in arrived)
             phase.lost_after_nats += seen
             phase.lost_before_nats += hi - lo + 1 - seen
+            self.lost_after += seen
+            self.lost_before += hi - lo + 1 - seen
+
+    def describe(self) -> str:
+        """For the consumers table: where its lost tokens were lost, else how many tokens
+        the tap saw pass NATS."""
+        if self.lost_before or self.lost_after:
+            parts = [f"{n} {where}" for n, where in ((self.lost_before, "bridge"),
+                                                    (self.lost_after, "adapter")) if n]
+            return ", ".join(parts)
+        return f"{len(self.arrived)} seen"
 
 
 class NatsTap:

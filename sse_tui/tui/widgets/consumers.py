@@ -103,6 +103,8 @@ COLUMNS: tuple[_Col, ...] = (
     ("p99", "p99", 6, lambda v: _right(fmt_ms(v))),
     ("age", "age", 5, lambda v: _right(fmt_age(v))),
     ("error", "error", 28, lambda v: Text(v or "", style="red")),
+    # With --nats: tokens seen passing NATS, or where this conversation's losses happened.
+    ("hop", "NATS hop", 22, lambda v: Text(v, style="red" if v and "seen" not in v else "")),
     ("id", "conversation id", 36, lambda v: v),
 )
 _P50 = 8
@@ -124,6 +126,7 @@ def _raw(c: ConversationView, with_percentiles: bool) -> list[Any]:
         c.recent_percentile(99) if with_percentiles else _KEEP,
         None if c.last_event_age_s is None else round(c.last_event_age_s, 1),
         c.error,
+        c.hop,
         c.conversation_id,
     ]
 
