@@ -102,7 +102,7 @@ import signal
 import ssl
 import sys
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, fields
 from typing import Any
 from urllib.parse import unquote
@@ -114,6 +114,39 @@ from redis.exceptions import RedisError
 from sse_tui.sandbox.stack import FaultConfig
 
 log = logging.getLogger("sse_tui.sandbox.adapter")
+
+
+async def follow_pattern(redis_url: str, pattern: str,
+                         deliver: Callable[[Any, Any], Awaitable[None] | None],
+                         subscribed: asyncio.Event, logger: logging.Logger) -> None:
+    """PSUBSCRIBE `pattern` and hand each message's (channel, data) to `deliver` (awaited if
+    it returns an awaitable), forever: a lost connection is retried with backoff, as the
+    real bridge and adapter do. Fails fast (RuntimeError) if the first subscribe fails."""
+    backoff = 0.1
+    while True:
+        client = aioredis.Redis.from_url(redis_url)
+        pubsub = client.pubsub()
+        try:
+            await pubsub.psubscribe(pattern)
+            async for message in pubsub.listen():
+                kind = message["type"]
+                if kind == "pmessage":
+                    pending = deliver(message["channel"], message["data"])
+                    if pending is not None:
+                        await pending
+                elif kind == "psubscribe":
+                    subscribed.set()
+                    backoff = 0.1
+        except (RedisError, OSError) as exc:
+            if not subscribed.is_set() and backoff > 0.5:  # fail fast at start
+                raise RuntimeError(f"cannot subscribe to {redis_url}: {exc}") from exc
+            logger.warning("redis subscription lost (%s); reconnecting", exc)
+        finally:
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()
+                await client.aclose()
+        await asyncio.sleep(backoff)
+        backoff = min(backoff * 2, 5.0)
 
 _MAX_REQUEST_HEAD = 16 * 1024
 # A client this far behind is not reading; the deployed adapter drops tokens, we hang up.
@@ -818,30 +851,8 @@ class Adapter:
 
     async def _pump_redis(self, subscribed: asyncio.Event) -> None:
         """Feed the hub from one PSUBSCRIBE; reconnect if Redis goes away."""
-        pattern = self.hub_config.channel_prefix + "*"
-        backoff = 0.1
-        while True:
-            client = aioredis.Redis.from_url(self.redis_url)
-            pubsub = client.pubsub()
-            try:
-                await pubsub.psubscribe(pattern)
-                async for message in pubsub.listen():
-                    kind = message["type"]
-                    if kind == "pmessage":
-                        self.hub.dispatch(message["channel"], message["data"])
-                    elif kind == "psubscribe":
-                        subscribed.set()
-                        backoff = 0.1
-            except (RedisError, OSError) as exc:
-                if not subscribed.is_set() and backoff > 0.5:  # fail fast at start
-                    raise RuntimeError(f"cannot subscribe to {self.redis_url}: {exc}") from exc
-                log.warning("redis subscription lost (%s); reconnecting", exc)
-            finally:
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()
-                    await client.aclose()
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 5.0)
+        await follow_pattern(self.redis_url, self.hub_config.channel_prefix + "*",
+                             self.hub.dispatch, subscribed, log)
 
     async def _sweep_forever(self) -> None:
         while True:

@@ -32,12 +32,10 @@ from typing import Any
 
 import nats
 import orjson
-import redis.asyncio as aioredis
 from nats.aio.client import Client as NatsClient
 from nats.errors import Error as NatsError
-from redis.exceptions import RedisError
 
-from sse_tui.sandbox.adapter import parse_request_head, simple_response
+from sse_tui.sandbox.adapter import follow_pattern, parse_request_head, simple_response
 
 log = logging.getLogger("sse_tui.sandbox.bridge")
 
@@ -146,30 +144,8 @@ class Bridge:
 
     async def pump_redis(self, subscribed: asyncio.Event) -> None:
         """Forward from one PSUBSCRIBE; reconnect if Redis goes away."""
-        pattern = self.channel_prefix + "*"
-        backoff = 0.1
-        while True:
-            client = aioredis.Redis.from_url(self.redis_url)
-            pubsub = client.pubsub()
-            try:
-                await pubsub.psubscribe(pattern)
-                async for message in pubsub.listen():
-                    kind = message["type"]
-                    if kind == "pmessage":
-                        await self.forward(message["channel"], message["data"])
-                    elif kind == "psubscribe":
-                        subscribed.set()
-                        backoff = 0.1
-            except (RedisError, OSError) as exc:
-                if not subscribed.is_set() and backoff > 0.5:  # fail fast at start
-                    raise RuntimeError(f"cannot subscribe to {self.redis_url}: {exc}") from exc
-                log.warning("redis subscription lost (%s); reconnecting", exc)
-            finally:
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()
-                    await client.aclose()
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 5.0)
+        await follow_pattern(self.redis_url, self.channel_prefix + "*", self.forward,
+                             subscribed, log)
 
 
 class _StatsConnection(asyncio.Protocol):
