@@ -7,6 +7,8 @@ index accessors), so an upgrade of the library cannot silently change our figure
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import math
 from collections.abc import Sequence
 
@@ -36,21 +38,22 @@ def percentile_values(hdr: HdrHistogram, percentiles: Sequence[float], min_value
     out: dict[float, int] = {}
     if total == 0 or not wanted:
         return out
-    count_at = hdr.get_count_at_index
-    k = 0
-    target, p = wanted[0]
-    seen = 0
-    for index in range(hdr.get_counts_array_index(min_value),
-                       hdr.get_counts_array_index(max_value) + 1):
-        seen += count_at(index)
-        while seen >= target:
-            out[p] = hdr.get_highest_equivalent_value(hdr.get_value_from_index(index))
-            k += 1
-            if k == len(wanted):
-                return out
-            target, p = wanted[k]
-    for _, p in wanted[k:]:  # only if the counts and max_value disagree
-        out[p] = max_value
+    lo = hdr.get_counts_array_index(min_value)
+    hi = hdr.get_counts_array_index(max_value)
+    # The running count over the buckets from min to max, in one C-level pass: walking them
+    # one get_count_at_index() call at a time cost ~6 ms for a wide distribution, several
+    # times per repaint. `counts` is the library's bucket array (its codec reads it too);
+    # where a version lacks it, the accessor does the same, slower.
+    counts = getattr(hdr, "counts", None)
+    window = (counts[lo:hi + 1] if counts is not None
+              else [hdr.get_count_at_index(i) for i in range(lo, hi + 1)])
+    running = list(itertools.accumulate(window))
+    for target, p in wanted:
+        at = bisect.bisect_left(running, target)  # the first bucket where seen >= target
+        if at == len(running):  # only if the counts and max_value disagree
+            out[p] = max_value
+        else:
+            out[p] = hdr.get_highest_equivalent_value(hdr.get_value_from_index(lo + at))
     return out
 
 
