@@ -1,8 +1,9 @@
 """The HDR histogram we use everywhere: one configuration, one percentile definition.
 
 Values are microseconds: 1 µs .. 1 h at 3 significant digits (percentiles within 0.1%).
-Only hdrhistogram's public API is used here (record, add, encode/decode, the count/value
-index accessors), so an upgrade of the library cannot silently change our figures.
+Only hdrhistogram's API is used here (record, add, encode/decode, the count/value index
+accessors, and its `counts` bucket array, read-only, with the accessor as a fallback), so an
+upgrade of the library cannot silently change our figures.
 """
 
 from __future__ import annotations
