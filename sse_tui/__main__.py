@@ -125,7 +125,8 @@ def _run_tui(options: CliOptions, settings: Settings, follow_redis: bool,
         outputs.follow(handle.snapshot)
         outputs.control(handle)  # --fleet commands: the calls the TUI's keys make
     try:
-        return run_tui(handle, config_path=options.config_path, json_path=options.json_path)
+        return run_tui(handle, config_path=options.config_path, json_path=options.json_path,
+                       workers_asked=options.settings.workers)
     finally:
         handle.close()
 

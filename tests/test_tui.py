@@ -542,3 +542,17 @@ async def test_an_engine_that_never_reported_is_called_so() -> None:
             lambda: "no figures from the engine yet (1 s)" in status_text(app),
             what="the waiting indicator",
         )
+
+
+async def test_save_keeps_workers_as_the_operator_asked(tmp_path: Path) -> None:
+    """The engine runs with the resolved count (2 here); `w` saves what was asked (0: as
+    many as the CPUs), so the file means the same on a machine with more cores."""
+    from sse_tui.config import load_config
+
+    e = engine(workers=2)
+    path = tmp_path / "load.toml"
+    app = make_app(e, config_path=path, workers_asked=0)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("w")
+        await wait_for(pilot, path.exists, what="saved file")
+    assert load_config(path)["workers"] == 0

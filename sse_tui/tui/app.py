@@ -216,6 +216,7 @@ class SseTuiApp(App[int]):
         stale_after_s: float = STALE_AFTER_S,
         row_cap: int = DEFAULT_ROW_CAP,
         log_handler: MemoryLogHandler | None = None,
+        workers_asked: int | None = None,
     ) -> None:
         # NO_COLOR: with ansi_color the filter Textual picks is NoColor (the terminal's own
         # foreground and background) rather than Monochrome (greys, which a 16-colour
@@ -228,6 +229,9 @@ class SseTuiApp(App[int]):
         self.stale_after_s = stale_after_s
         self.row_cap = row_cap
         self.log_handler = log_handler
+        # --workers as the operator gave it (0: as many as the CPUs): what `w` saves, not
+        # the count this machine resolved it to. None: save what the engine runs with.
+        self.workers_asked = workers_asked
         self.last_snapshot: StatsSnapshot | None = None
         self.polls = 0
         # Settings changed after the run ended: the operator's intent for the next run (r),
@@ -532,7 +536,10 @@ class SseTuiApp(App[int]):
 
         path = Path(self.config_path or DEFAULT_CONFIG_PATH)
         try:
-            written = save_settings(self._current(), path)
+            current = self._current()
+            if self.workers_asked is not None:
+                current = current.with_changes(workers=self.workers_asked)
+            written = save_settings(current, path)
         except Exception as exc:
             log.warning("saving settings to %s failed: %s", path, exc)
             self.notify(f"could not save {path}: {exc}", severity="error", timeout=8)
@@ -688,10 +695,12 @@ def run_tui(
     json_path: str | None = None,
     out: IO[str] | None = None,
     headless: bool = False,
+    workers_asked: int | None = None,
 ) -> int:
     """Run the app until the operator quits, then stop the run and print its summary."""
     logs = MemoryLogHandler()
-    app = make_app(handle, config_path=config_path, json_path=json_path, log_handler=logs)
+    app = make_app(handle, config_path=config_path, json_path=json_path, log_handler=logs,
+                   workers_asked=workers_asked)
     try:
         with captured_logging(logs):
             app.run(headless=headless)
