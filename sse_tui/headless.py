@@ -74,6 +74,24 @@ def run_headless(settings: Settings, *, json_path: str | None = None, follow_red
     return asyncio.run(_run(settings, json_path, follow_redis, interval_s, out, err, outputs))
 
 
+def end_of_run(snap: StatsSnapshot, json_path: str | None, out: Lines, err: Lines,
+               who: str) -> bool:
+    """After the summary: the failed --slo clauses on stderr (what a CI log shows beside
+    the exit status), then the JSON. False when the JSON could not be written."""
+    if not snap.fatal_error:
+        for line in slo.failure_lines(slo.evaluate(snap)):
+            err.print(line)
+    if json_path:
+        try:
+            written = write_json(snap, json_path)
+        except WriteError as e:
+            err.print(f"{who}: the JSON summary was not written: {e}")
+            return False
+        if written is not None:
+            out.print(f"summary written to {written}")
+    return True
+
+
 class Lines:
     """A stream for people that may go away (`| head -1`, a dropped ssh session): once a write
     to it fails, later lines are dropped instead of ending the run."""
@@ -162,21 +180,9 @@ async def _run(settings: Settings, json_path: str | None, follow_redis: bool, in
             err.print(f"sse-tui: {final.fatal_error}")
         else:
             out.print(format_summary(final), end="")
-        # 1 when the run failed to measure, else 3 when an --slo clause failed, named here
-        # (stderr: what a CI log shows beside the status).
+        # 1 when the run failed to measure, else 3 when an --slo clause failed.
         status = slo.exit_status(final)
-        if not final.fatal_error:
-            for line in slo.failure_lines(slo.evaluate(final)):
-                err.print(line)
-        if json_path:
-            try:
-                written = write_json(final, json_path)
-            except WriteError as e:
-                err.print(f"sse-tui: the JSON summary was not written: {e}")
-                return slo.EXIT_FATAL
-            if written is not None:
-                out.print(f"summary written to {written}")
-        return status
+        return status if end_of_run(final, json_path, out, err, "sse-tui") else slo.EXIT_FATAL
     finally:
         for sig in STOP_SIGNALS:
             with contextlib.suppress(NotImplementedError, RuntimeError):

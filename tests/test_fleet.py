@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from sse_tui.fleet.wire import decode_report, encode_report
 from sse_tui.report import counters_from_json
 from sse_tui.sandbox import Sandbox
 from tests.conftest import until, wait_until
+from tests.terminal import Terminal
 
 HISTOGRAMS = ("latency", "connect", "first_token", "itl", "publish_rtt")
 
@@ -261,85 +262,25 @@ async def test_plus_in_the_fleet_tui_changes_the_conversations_of_the_fleet(
 # --- as `kubectl exec -it deploy/sse-tui -- sse-tui …` gives it: a pty, no TERM, 80x24 ----
 
 
-class KubectlExecTerminal:
+def kubectl_exec_terminal(argv: list[str]) -> Terminal:
     """A program on a pty of 80x24 with TERM, COLUMNS and LINES unset (kubectl exec -it sets
     the size on the pty and nothing in the environment), its screen kept by pyte."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("TERM", "COLUMNS", "LINES", "COLORTERM", "NO_COLOR")
+           and not k.startswith(("TEXTUAL", "PYTEST"))}
+    return Terminal(argv, env=env, size=(80, 24), size_in_env=False)
 
-    def __init__(self, argv: list[str]) -> None:
-        import fcntl
-        import pty
-        import struct
-        import termios
 
-        import pyte
-
-        self.screen = pyte.Screen(80, 24)
-        self.stream = pyte.ByteStream(self.screen)
-        self.raw = bytearray()
-        master, slave = pty.openpty()
-        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
-        env = {k: v for k, v in os.environ.items()
-               if k not in ("TERM", "COLUMNS", "LINES", "COLORTERM", "NO_COLOR")
-               and not k.startswith(("TEXTUAL", "PYTEST"))}
-        self.proc = subprocess.Popen(argv, env=env, stdin=slave, stdout=slave, stderr=slave,
-                                     start_new_session=True, close_fds=True)
-        os.close(slave)
-        self.master = master
-
-    def pump(self, seconds: float) -> None:
-        import select
-        import time
-
-        deadline = time.monotonic() + seconds
-        while (left := deadline - time.monotonic()) > 0:
-            ready, _, _ = select.select([self.master], [], [], min(left, 0.1))
-            if not ready:
-                continue
-            try:
-                data = os.read(self.master, 65536)
-            except OSError:  # EIO: the program closed the terminal
-                return
-            if not data:
-                return
-            self.raw += data
-            self.stream.feed(data)
-
-    def text(self) -> str:
-        return "\n".join(self.screen.display)
-
-    def wait_for(self, words: tuple[str, ...], timeout: float) -> str:
-        import time
-
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and self.proc.poll() is None:
-            self.pump(0.2)
-            if all(w in self.text() for w in words):
-                return self.text()
-        raise AssertionError(f"{words} not on the screen; exit {self.proc.poll()}:\n"
-                             f"{self.text()}\n{bytes(self.raw[-1500:])!r}")
-
-    def quit(self) -> int:
-        import time
-
-        os.write(self.master, b"q")
-        deadline = time.monotonic() + 30
-        while self.proc.poll() is None and time.monotonic() < deadline:
-            self.pump(0.2)
-        self.pump(0.3)
-        return self.proc.wait(5)
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(5)
-        os.close(self.master)
+def showing(*words: str) -> Callable[[str], bool]:
+    return lambda screen: all(w in screen for w in words)
 
 
 def test_the_monitor_works_as_kubectl_exec_gives_it_no_term_80x24() -> None:
-    term = KubectlExecTerminal([sys.executable, "-m", "sse_tui", "--demo", "-c", "2", "-t",
-                                "1000", "-d", "10", "--duration", "60s"])
+    term = kubectl_exec_terminal([sys.executable, "-m", "sse_tui", "--demo", "-c", "2", "-t",
+                                  "1000", "-d", "10", "--duration", "60s"])
     try:
-        screen = term.wait_for(("Producer", "Latency", "Consumers", "recv/exp"), timeout=60)
+        screen = term.wait_for(showing("Producer", "Latency", "Consumers", "recv/exp"),
+                               timeout=60, what="the monitor's panels")
         assert all(len(line.rstrip()) <= 80 for line in screen.splitlines())
         assert term.quit() == 0, bytes(term.raw[-2000:])
         assert b"Tokens Published:" in term.raw and b"Traceback" not in term.raw
@@ -352,10 +293,11 @@ def test_the_fleet_monitor_works_as_kubectl_exec_gives_it(
     fleet = fleet_name()
     procs.generator(sandbox, fleet, f"{fleet}-a", tmp_path, "-c", "2", "-t", "1000", "-d", "20",
                     "--duration", "30s")
-    term = KubectlExecTerminal([sys.executable, "-m", "sse_tui", "fleet", fleet,
-                                "-r", sandbox.redis_address])
+    term = kubectl_exec_terminal([sys.executable, "-m", "sse_tui", "fleet", fleet,
+                                  "-r", sandbox.redis_address])
     try:
-        term.wait_for(("Producer", "Latency", "Generators", "2 conv"), timeout=60)
+        term.wait_for(showing("Producer", "Latency", "Generators", "2 conv"), timeout=60,
+                      what="the fleet monitor's panels")
         assert term.quit() == 0, bytes(term.raw[-2000:])
         # Quitting the monitor leaves the generators running; it prints the figures so far.
         assert b"merged 1 summaries" in term.raw and b"Traceback" not in term.raw

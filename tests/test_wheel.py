@@ -9,27 +9,20 @@ runs from there on a pseudo-terminal whose screen is read back through a termina
 
 from __future__ import annotations
 
-import os
-import pty
-import select
 import shutil
-import signal
-import struct
 import subprocess
 import sys
-import termios
 import time
 import zipfile
-from collections.abc import Callable
-from fcntl import ioctl
 from pathlib import Path
 
-import pyte
 import pytest
+
+from tests.terminal import Terminal
+from tests.terminal import clean_env as _clean_env
 
 REPO = Path(__file__).resolve().parent.parent
 PACKAGE = REPO / "sse_tui"
-COLUMNS, LINES = 120, 36
 PIP_OFFLINE_HINTS = ("Could not find a version", "No matching distribution", "Failed to establish")
 
 pytestmark = pytest.mark.slow
@@ -104,72 +97,6 @@ def test_the_installed_package_is_the_wheel_not_the_checkout(installed: Path,
     )
     assert where.returncode == 0, where.stderr
     assert str(installed) in where.stdout and str(REPO) not in where.stdout
-
-
-class Terminal:
-    """A program on a pseudo-terminal, its screen kept by a VT emulator."""
-
-    def __init__(self, argv: list[str], cwd: Path, env: dict[str, str] | None = None) -> None:
-        self.screen = pyte.Screen(COLUMNS, LINES)
-        self.stream = pyte.ByteStream(self.screen)
-        self.raw = bytearray()
-        master, slave = pty.openpty()
-        ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", LINES, COLUMNS, 0, 0))
-        if env is None:
-            env = _clean_env()
-            env["TERM"] = "xterm-256color"
-        env = {**env, "COLUMNS": str(COLUMNS), "LINES": str(LINES)}
-        self.proc = subprocess.Popen(
-            argv, cwd=cwd, env=env, stdin=slave, stdout=slave, stderr=slave,
-            start_new_session=True, close_fds=True,
-        )
-        os.close(slave)
-        self.master = master
-
-    def pump(self, seconds: float) -> None:
-        deadline = time.monotonic() + seconds
-        while (left := deadline - time.monotonic()) > 0:
-            ready, _, _ = select.select([self.master], [], [], min(left, 0.1))
-            if not ready:
-                continue
-            try:
-                data = os.read(self.master, 65536)
-            except OSError:  # EIO: the program closed the terminal
-                return
-            if not data:
-                return
-            self.raw += data
-            self.stream.feed(data)
-
-    def text(self) -> str:
-        return "\n".join(self.screen.display)
-
-    def wait_for(self, predicate: Callable[[str], bool], timeout: float, what: str) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            self.pump(0.2)
-            if predicate(self.text()):
-                return self.text()
-            if self.proc.poll() is not None:
-                self.pump(0.5)
-                break
-        raise AssertionError(f"timed out waiting for {what}; screen:\n{self.text()}\n"
-                             f"exit status: {self.proc.poll()}; output tail: "
-                             f"{bytes(self.raw[-2000:])!r}")
-
-    def send(self, keys: str) -> None:
-        os.write(self.master, keys.encode())
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
-        os.close(self.master)
-
-
-def _clean_env() -> dict[str, str]:
-    drop = ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME", "NO_COLOR", "TEXTUAL", "SSE_TUI_BIN")
-    return {k: v for k, v in os.environ.items() if k not in drop}
 
 
 def _published(screen: str) -> int:

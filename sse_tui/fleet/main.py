@@ -21,8 +21,8 @@ from sse_tui import slo as slo_check
 from sse_tui.files import WriteError, check_writable, is_stdout
 from sse_tui.fleet.monitor import FleetState, FleetWatch
 from sse_tui.fleet.wire import FleetKeys
-from sse_tui.headless import Lines
-from sse_tui.report import format_summary, progress_line, write_json
+from sse_tui.headless import Lines, end_of_run
+from sse_tui.report import format_summary, progress_line
 from sse_tui.settings import Settings, UsageError, check_fleet_name, check_outside_world
 from sse_tui.slo import SLO
 
@@ -116,17 +116,8 @@ def finish(state: FleetState, json_path: str | None, out: Lines, err: Lines) -> 
     for member_id in state.lost_ids:
         err.print(f"sse-tui fleet: {member_id} was lost (silent for "
                   f"{state.lost_after_s:g}s): its last figures are in the merge")
-    if not snap.fatal_error:
-        for line in slo_check.failure_lines(slo_check.evaluate(snap)):
-            err.print(line)
-    if json_path:
-        try:
-            written = write_json(snap, json_path)
-        except WriteError as e:
-            err.print(f"sse-tui fleet: the JSON summary was not written: {e}")
-            return slo_check.EXIT_FATAL
-        if written is not None:
-            out.print(f"summary written to {written}")
+    if not end_of_run(snap, json_path, out, err, "sse-tui fleet"):
+        return slo_check.EXIT_FATAL
     return state.exit_status(snap)
 
 
