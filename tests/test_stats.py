@@ -33,6 +33,42 @@ def test_percentiles_are_within_one_percent_of_exact(seed: int) -> None:
     assert d.count == len(values)
 
 
+def test_record_fills_the_same_buckets_as_hdrhistogram() -> None:
+    """record() computes the bucket index itself (the hot path); the library's own
+    record_value() must agree bucket for bucket, at every bucket boundary too, and the
+    library's total, min and max must be right wherever the histogram is read."""
+    from sse_tui.hdr import HIGHEST_US, new_hdr
+
+    rng = random.Random(6)
+    values = [0, 1, 2047, 2048, 2049, 4095, 4096, HIGHEST_US]
+    values += [(1 << k) + d for k in range(1, 32) for d in (-1, 0, 1)]
+    values += [rng.randrange(0, HIGHEST_US) for _ in range(20_000)]
+    values += [int(rng.lognormvariate(7, 2)) for _ in range(20_000)]
+    values = [min(v, HIGHEST_US) for v in values]
+    ours, theirs = LatencyHistogram(), new_hdr()
+    for v in values:
+        ours.record(v)
+        theirs.record_value(v)
+    frozen = ours.freeze()
+    hdr = frozen._hdr
+    assert hdr is not None
+    assert list(hdr.counts) == list(theirs.counts)
+    assert hdr.get_total_count() == theirs.get_total_count() == len(values)
+    assert (hdr.get_min_value(), hdr.get_max_value()) == (
+        theirs.get_min_value(), theirs.get_max_value())
+    # Merged into an empty one, and into one with values of its own: same as one histogram.
+    merged = LatencyHistogram()
+    merged.add(ours)
+    assert merged.freeze().summary == frozen.summary
+    extra = LatencyHistogram()
+    extra.record(7)
+    extra.add(ours)
+    theirs.record_value(7)
+    both = extra.freeze()._hdr
+    assert both is not None and list(both.counts) == list(theirs.counts)
+    assert both.get_total_count() == len(values) + 1
+
+
 def test_histograms_merge_and_survive_encoding() -> None:
     a, b, both = LatencyHistogram(), LatencyHistogram(), LatencyHistogram()
     rng = random.Random(4)

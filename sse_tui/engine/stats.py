@@ -19,28 +19,65 @@ from sse_tui.hdr import HIGHEST_US, new_hdr
 from sse_tui.snapshot import Counters, HistogramSnapshot, PhaseStats
 
 
+def _bucket_layout_matches(hdr: HdrHistogram) -> bool:
+    """Does the library lay its buckets out as `LatencyHistogram.record` computes them?"""
+    return (hdr.unit_magnitude == 0 and hdr.sub_bucket_half_count_magnitude == _HALF_MAG
+            and hdr.sub_bucket_mask == _SUB_MASK and hdr.counts_len > _index_of(HIGHEST_US))
+
+
+# new_hdr()'s bucket layout (1 µs unit, 2048 sub-buckets), so that a record is two integer
+# operations and one array increment instead of hdrhistogram's five method calls per value
+# (0.87 -> 0.2 µs, four records per token). Checked against the library once, at import.
+_HALF_MAG = 10  # log2 of half the sub-bucket count
+_SUB_MASK = (1 << (_HALF_MAG + 1)) - 1
+_SHIFT = _HALF_MAG + 1
+
+
+def _index_of(value: int) -> int:
+    """The counts-array index hdrhistogram's `_counts_index_for(value)` gives."""
+    bucket = (value | _SUB_MASK).bit_length() - _SHIFT
+    return ((bucket + 1) << _HALF_MAG) + (value >> bucket) - (1 << _HALF_MAG)
+
+
+_FAST_RECORD = _bucket_layout_matches(new_hdr())
+
+
 class LatencyHistogram:
     """An HDR histogram plus exact count, sum, min and max (HdrHistogram's own mean walks
-    every bucket in Python, ~30 ms; ours is O(1)). Mergeable within and across processes."""
+    every bucket in Python, ~30 ms; ours is O(1)). Mergeable within and across processes.
 
-    __slots__ = ("_hdr", "count", "max_us", "min_us", "sum_us")
+    On the hot path only the bucket counts are written; the library's own total, min and max
+    are brought up to date (`_sync`) before the histogram is read, merged or handed over."""
+
+    __slots__ = ("_counts", "_hdr", "count", "max_us", "min_us", "sum_us")
 
     def __init__(self) -> None:
         self._hdr: HdrHistogram | None = None  # allocated on first record: ~190 KB each
+        self._counts: Any = None  # the library's bucket array, once allocated
         self.count = 0
         self.sum_us = 0
         self.min_us = math.inf
         self.max_us = -math.inf
+
+    def _allocate(self) -> Any:
+        hdr = self._hdr = new_hdr()
+        self._counts = hdr.counts
+        return self._counts
 
     def record(self, value_us: int) -> None:
         if value_us < 0:
             value_us = 0
         elif value_us > HIGHEST_US:
             value_us = HIGHEST_US
-        hdr = self._hdr
-        if hdr is None:
-            hdr = self._hdr = new_hdr()
-        hdr.record_value(value_us)
+        counts = self._counts
+        if counts is None:
+            counts = self._allocate()
+        if _FAST_RECORD:
+            bucket = (value_us | _SUB_MASK).bit_length() - _SHIFT
+            counts[((bucket + 1) << _HALF_MAG) + (value_us >> bucket) - (1 << _HALF_MAG)] += 1
+        else:  # pragma: no cover (a library whose layout differs): its own, slower, path
+            assert self._hdr is not None
+            self._hdr.record_value(value_us)
         self.count += 1
         self.sum_us += value_us
         if value_us < self.min_us:
@@ -48,21 +85,34 @@ class LatencyHistogram:
         if value_us > self.max_us:
             self.max_us = value_us
 
+    def _sync(self) -> None:
+        """The library's total, min and max from ours (record() writes only the buckets)."""
+        hdr = self._hdr
+        if hdr is not None and self.count:
+            hdr.total_count = self.count
+            hdr.min_value = int(self.min_us)
+            hdr.max_value = int(self.max_us)
+
     def add(self, other: LatencyHistogram) -> None:
         if other.count == 0 or other._hdr is None:
             return
         if self._hdr is None:
-            self._hdr = new_hdr()
+            self._allocate()
+        assert self._hdr is not None
+        other._sync()
+        self._sync()
         self._hdr.add(other._hdr)
         self.count += other.count
         self.sum_us += other.sum_us
         self.min_us = min(self.min_us, other.min_us)
         self.max_us = max(self.max_us, other.max_us)
+        self._sync()
 
     def freeze(self, copy: bool = True) -> HistogramSnapshot:
         """A frozen view; copy=False hands over this histogram (for a throwaway merge)."""
         if self.count == 0 or self._hdr is None:
             return HistogramSnapshot(None, 0, 0, 0, 0)
+        self._sync()
         hdr = self._hdr
         if copy:
             hdr = new_hdr()
@@ -74,7 +124,8 @@ class LatencyHistogram:
         """Rebuild from `HistogramSnapshot.encode()` (e.g. the JSON of another pod)."""
         h = cls()
         if data.get("count") and data.get("hdr"):
-            h._hdr = new_hdr()
+            h._allocate()
+            assert h._hdr is not None
             h._hdr.add(hdr_codec.decode(data["hdr"]))
             h.count = int(data["count"])
             h.sum_us = data["sum_us"]
