@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import socket
 import struct
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 
 import pytest
 
@@ -528,3 +528,92 @@ async def test_httpx_shares_one_client_per_loop_and_closes_it() -> None:
     await aclose_transports()
     assert client.is_closed
     await aclose_transports()  # a second call is a no-op
+
+
+# ----------------------------------------------------------------- dispatch_to (the engine's path)
+
+
+def keep_in(seen: list[SSEEvent]) -> Callable[[SSEEvent], bool]:
+    """A dispatch handler that keeps every event and never asks to stop."""
+    def handler(e: SSEEvent) -> bool:
+        seen.append(e)
+        return False
+    return handler
+
+
+async def test_raw_dispatch_hands_over_queued_events_first_then_live_ones() -> None:
+    """Events parsed before the handler was given go first, in order; the rest as they
+    arrive; the end of the response ends the dispatch with False."""
+    script = [
+        head("200 OK", SSE_CT, "Transfer-Encoding: chunked") + chunk(token(1)),
+        Pause(0.2),
+        chunk(token(2) + token(3)),
+        b"0\r\n\r\n",
+    ]
+    async with serve(script) as server:
+        stream = await open_(server.url, "raw")
+        assert isinstance(stream, raw_mod._RawSSEStream)
+        await until(lambda: len(stream._events) == 1, timeout=WAIT, what="token 1 queued")
+        seen: list[SSEEvent] = []
+        ended = await asyncio.wait_for(stream.dispatch_to(keep_in(seen)),
+                                       WAIT)
+        await stream.aclose()
+    assert ended is False
+    assert tokens(seen) == EXPECTED_TOKENS
+
+
+async def test_raw_dispatch_stops_when_the_handler_says_and_leaves_the_rest_queued() -> None:
+    body = token(1) + token(2) + token(3)
+    script = [head("200 OK", SSE_CT, f"Content-Length: {len(body)}"), body, HOLD]
+    async with serve(script) as server:
+        stream = await open_(server.url, "raw")
+        seen: list[SSEEvent] = []
+
+        def until_two(e: SSEEvent) -> bool:
+            seen.append(e)
+            return e.id == "2"
+
+        assert isinstance(stream, raw_mod._RawSSEStream)
+        assert await asyncio.wait_for(stream.dispatch_to(until_two), WAIT) is True
+        rest = await collect(stream)  # iterating afterwards gets what followed
+    assert tokens(seen) == EXPECTED_TOKENS[:2]
+    assert tokens(rest) == EXPECTED_TOKENS[2:]
+
+
+async def test_raw_dispatch_raises_the_stream_error_and_the_handlers_own() -> None:
+    broken = [head("200 OK", SSE_CT, "Transfer-Encoding: chunked"), chunk(token(1)), Pause(0.05),
+              RESET]
+    async with serve(broken) as server:
+        stream = await open_(server.url, "raw")
+        seen: list[SSEEvent] = []
+        assert isinstance(stream, raw_mod._RawSSEStream)
+        with pytest.raises(StreamError):
+            await asyncio.wait_for(stream.dispatch_to(keep_in(seen)),
+                                   WAIT)
+        await stream.aclose()
+    assert tokens(seen) == EXPECTED_TOKENS[:1]
+
+    def bug(e: SSEEvent) -> bool:
+        raise ZeroDivisionError("a bug in the reader")
+
+    script = [head("200 OK", SSE_CT, "Transfer-Encoding: chunked"), Pause(0.1), chunk(token(1)),
+              HOLD]
+    async with serve(script) as server:
+        stream = await open_(server.url, "raw")
+        assert isinstance(stream, raw_mod._RawSSEStream)
+        with pytest.raises(ZeroDivisionError):
+            await asyncio.wait_for(stream.dispatch_to(bug), WAIT)
+        await stream.aclose()
+
+
+async def test_raw_reads_share_one_buffer_and_each_event_keeps_its_bytes() -> None:
+    """Every stream reads into the one shared buffer: what one read parsed must not change
+    when the next read (of another stream) overwrites the buffer."""
+    script = [head("200 OK", SSE_CT, "Transfer-Encoding: chunked"), chunk(b"data: a"),
+              Pause(0.05), chunk(b"bc\n\n"), b"0\r\n\r\n"]
+    async with serve(script) as one, serve(script) as two:
+        a, b = await open_(one.url, "raw"), await open_(two.url, "raw")
+        assert isinstance(a, raw_mod._RawSSEStream)
+        assert a.get_buffer(-1) is b.get_buffer(-1)  # type: ignore[attr-defined]
+        got = await asyncio.gather(collect(a), collect(b))
+    assert [[e.data for e in events] for events in got] == [["abc"], ["abc"]]

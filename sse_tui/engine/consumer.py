@@ -82,6 +82,7 @@ class Conversation:
         "_had_stream",
         "_last_problem",
         "_loss",
+        "_opened_at",
         "_ranges",
         "_ranges_total",
         "_resume_points",
@@ -164,6 +165,7 @@ class Conversation:
         self._retry_s = 0.0  # the server's retry: field, in seconds
         self._last_problem = ""
         self.outage_s = 0.0  # time without a stream after it had one
+        self._opened_at = 0.0  # loop time the current stream opened
 
     # -- what the views and the ranking read (see sse_tui.ranking.Rankable) ----------------
 
@@ -400,26 +402,37 @@ class Conversation:
         self._last_problem = detail
 
     async def _read(self, stream: SSEStream, opened_at: float) -> bool:
-        on_token = self._on_token
-        stream_url = self.stream_url or ""
-        async for ev in stream:
-            if not self._stream_works:  # its first event: the stream works
-                self._stream_worked(opened_at)
-            if ev.is_comment:
-                if not self.established:
-                    self._establish()
-                self.last_activity_ns = ev.received_ns
-                continue
-            if ev.event != "token":
-                if ev.event == "error":
-                    self.hooks.phase.error(
-                        "sse error event",
-                        detail=f"event: error on {_path(stream_url)}: {ev.data[:80]!r}")
-                continue
-            if on_token(ev):
-                await self._after_done(stream)
-                return True
-        return False
+        """Read the stream until the done token (True) or its end (False)."""
+        self._opened_at = opened_at
+        dispatch_to = getattr(stream, "dispatch_to", None)
+        if dispatch_to is not None:  # the raw transport: events handed over as parsed
+            done: bool = await dispatch_to(self._on_event)
+        else:
+            done = False
+            async for ev in stream:
+                if self._on_event(ev):
+                    done = True
+                    break
+        if done:
+            await self._after_done(stream)
+        return done
+
+    def _on_event(self, ev: SSEEvent) -> bool:
+        """One event of the open stream; True when it is the done token."""
+        if not self._stream_works:  # its first event: the stream works
+            self._stream_worked(self._opened_at)
+        if ev.is_comment:
+            if not self.established:
+                self._establish()
+            self.last_activity_ns = ev.received_ns
+            return False
+        if ev.event != "token":
+            if ev.event == "error":
+                self.hooks.phase.error(
+                    "sse error event",
+                    detail=f"event: error on {_path(self.stream_url or '')}: {ev.data[:80]!r}")
+            return False
+        return self._on_token(ev)
 
     def _establish(self) -> None:
         if not self.established:

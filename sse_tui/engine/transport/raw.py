@@ -13,6 +13,8 @@ import contextlib
 import ssl
 import time
 from collections import deque
+from collections.abc import Callable
+from typing import cast
 from urllib.parse import unquote, urlsplit
 
 from sse_tui.credentials import redact_url
@@ -35,6 +37,13 @@ _MAX_CHUNK_LINE = 4096
 # consumer, resume when it has caught up. Pausing lets TCP push back on the server.
 _PAUSE_AT_EVENTS = 1024
 _RESUME_AT_EVENTS = 256
+# Every stream reads into this one buffer (asyncio.BufferedProtocol). With a plain Protocol,
+# asyncio's transport calls recv(256 KiB) and CPython allocates a 256 KiB bytes object for
+# each read and shrinks it: ~17 µs a read against ~2.5 µs for recv_into(), measured on this
+# machine with token-sized messages, and one read per token per stream. Sharing it is safe:
+# the transport fills it and calls buffer_updated() at once, in one callback of one thread.
+_READ_BUFFER_BYTES = 64 * 1024
+_read_buffer = memoryview(bytearray(_READ_BUFFER_BYTES))
 
 
 class _Request:
@@ -212,11 +221,14 @@ def _find_head_end(buf: bytearray) -> tuple[int, int]:
     return -1, -1
 
 
-class _RawSSEStream(asyncio.Protocol):
+class _RawSSEStream(asyncio.BufferedProtocol):
     """HTTP/1.1 client protocol that parses SSE directly from ``data_received``.
 
-    Events go into a deque; a waiter future exists only while the consumer is
-    actually suspended in ``__anext__``, so a busy stream creates no futures.
+    Two ways to read it. Iterating: events go into a deque; a waiter future exists only
+    while the consumer is actually suspended in ``__anext__``, so a busy stream creates no
+    futures. `dispatch_to(handler)`: each event is handed to the handler inside
+    ``data_received``, so a token costs no queueing, no future and no task switch at all
+    (the engine's reader uses it; ~3 µs a token less than iterating).
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop, url: str,
@@ -243,6 +255,10 @@ class _RawSSEStream(asyncio.Protocol):
         # For non-200 responses: the start of the body, for the error message.
         self._error_body: bytearray | None = None
         self._error_body_done: asyncio.Future[None] = loop.create_future()
+        # dispatch_to(): the handler, and what its caller awaits (True: the handler asked to
+        # stop; False: the stream ended; an exception: the stream's error or the handler's).
+        self._handler: Callable[[SSEEvent], bool] | None = None
+        self._dispatched: asyncio.Future[bool] | None = None
 
     @classmethod
     async def open(
@@ -312,10 +328,26 @@ class _RawSSEStream(asyncio.Protocol):
             finally:
                 self._waiter = None
         if self._paused and len(events) <= _RESUME_AT_EVENTS:
-            self._paused = False
-            if self._transport is not None and not self._transport.is_closing():
-                self._transport.resume_reading()
+            self._resume()
         return events.popleft()
+
+    async def dispatch_to(self, handler: Callable[[SSEEvent], bool]) -> bool:
+        """Hand every event to `handler` as it is parsed (inside ``data_received``) until it
+        returns True (-> True; the events after it stay queued for iteration) or the stream
+        ends (-> False). Raises what iterating would raise, and whatever `handler` raised."""
+        events = self._events
+        while events:  # parsed before the handler was given: theirs first, in order
+            if handler(events.popleft()):
+                return True
+        self._handler = handler
+        self._dispatched = self._loop.create_future()
+        self._resume()
+        self._settle_dispatch()
+        try:
+            return await self._dispatched
+        finally:
+            self._handler = None
+            self._dispatched = None
 
     async def aclose(self) -> None:
         """Close the socket and wait (briefly) until it is really closed."""
@@ -331,8 +363,15 @@ class _RawSSEStream(asyncio.Protocol):
     # ---- asyncio.Protocol callbacks
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # Not an isinstance check: uvloop's transports have asyncio.Transport's methods
+        # without being its subclasses.
+        self._transport = cast(asyncio.Transport, transport)
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return _read_buffer
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.data_received(bytes(_read_buffer[:nbytes]))
 
     def data_received(self, data: bytes) -> None:
         now_ns = time.time_ns()  # one clock read per socket read, shared by its events
@@ -401,10 +440,13 @@ class _RawSSEStream(asyncio.Protocol):
         elif body:
             events = self._parser.feed(body, now_ns)
             if events:
-                self._events.extend(events)
-                self._wake()
-                if len(self._events) >= _PAUSE_AT_EVENTS and not self._paused:
-                    self._pause()
+                if self._handler is not None:
+                    self._dispatch(events)
+                else:
+                    self._events.extend(events)
+                    self._wake()
+                    if len(self._events) >= _PAUSE_AT_EVENTS and not self._paused:
+                        self._pause()
         if self._body.done:
             # A complete response is a normal end of stream.
             self._eof = True
@@ -417,10 +459,49 @@ class _RawSSEStream(asyncio.Protocol):
             self._paused = True
             self._transport.pause_reading()
 
+    def _resume(self) -> None:
+        if self._paused:
+            self._paused = False
+            if self._transport is not None and not self._transport.is_closing():
+                self._transport.resume_reading()
+
+    def _dispatch(self, events: list[SSEEvent]) -> None:
+        handler = self._handler
+        assert handler is not None and self._dispatched is not None
+        for i, ev in enumerate(events):
+            try:
+                stop = handler(ev)
+            except Exception as exc:  # the reader's own bug: raised where it awaits
+                self._handler = None
+                if not self._dispatched.done():
+                    self._dispatched.set_exception(exc)
+                return
+            if stop:
+                self._handler = None
+                self._events.extend(events[i + 1:])
+                if not self._dispatched.done():
+                    self._dispatched.set_result(True)
+                return
+
+    def _settle_dispatch(self) -> None:
+        """The stream ended (or broke) under a handler: tell the caller, as iterating would."""
+        done = self._dispatched
+        if done is None or done.done() or self._handler is None:
+            return
+        if self._error is not None:
+            error, self._error = self._error, None
+            self._handler = None
+            done.set_exception(error)
+        elif self._eof:
+            self._handler = None
+            done.set_result(False)
+
     def _wake(self) -> None:
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+        if self._dispatched is not None:
+            self._settle_dispatch()
 
     def _send(self, data: bytes) -> None:
         if self._transport is None:
