@@ -125,6 +125,12 @@ class RespPublisher:
             # that subscribes to nothing then gets nothing but its replies, where RESP3 may
             # interleave push messages (redis-py 8's default) only redis-py's parser reads.
             kwargs["protocol"] = 2
+            # redis-py 8 turns maintenance notifications (a RESP3 push feature) on by default
+            # and refuses them on a RESP2 connection without hiredis. A connection outside the
+            # pool has no use for the pool's handler either: it reconnects on any failure.
+            if "maint_notifications_config" in kwargs:
+                kwargs["maint_notifications_config"] = None
+            kwargs.pop("maint_notifications_pool_handler", None)
         self._conn: AbstractConnection = pool.connection_class(**kwargs)
         self._timeout_s = reply_timeout_s
         # A batch was abandoned half-way (cancelled): its replies may still come, so the
