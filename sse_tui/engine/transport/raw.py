@@ -390,7 +390,7 @@ class _RawSSEStream(asyncio.BufferedProtocol):
         if not self._connection_lost.done():
             self._connection_lost.set_result(None)
         if not self._head_done.done():
-            self._head_done.set_exception(
+            self._fail_head(
                 StreamConnectError(
                     f"GET {self.url}: connection closed before response headers"
                     + (f" ({exc})" if exc else "")
@@ -427,7 +427,8 @@ class _RawSSEStream(asyncio.BufferedProtocol):
         self._body = _body_for(status, headers)
         if status != 200 or not is_event_stream(headers.get("content-type", "")):
             self._error_body = bytearray()
-        self._head_done.set_result(None)
+        if not self._head_done.done():  # else open() gave up (timed out, cancelled)
+            self._head_done.set_result(None)
         if buf or self._body.done:
             self._on_body_bytes(bytes(buf), now_ns)
 
@@ -510,12 +511,18 @@ class _RawSSEStream(asyncio.BufferedProtocol):
 
     def _fail(self, error: StreamError | EventTooLarge) -> None:
         if not self._head_done.done():
-            self._head_done.set_exception(error)
+            self._fail_head(error)
         elif not self._eof:
             self._error = error
         self._eof = True
         self._wake()
         self._abort()
+
+    def _fail_head(self, error: Exception) -> None:
+        self._head_done.set_exception(error)
+        # Marked as seen: open() raises it if it still waits, and when it no longer does (a
+        # connect cancelled at the end of a run) asyncio must not log it as never retrieved.
+        self._head_done.exception()
 
     def _abort(self) -> None:
         if self._transport is not None:
