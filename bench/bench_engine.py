@@ -23,7 +23,10 @@ import shlex
 import statistics
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,11 +34,14 @@ from stack import BenchStack, StackError, build_go_adapter, choose_adapter
 
 from sse_tui.engine.engine import LoadEngine
 from sse_tui.engine.workers import WorkerPool
-from sse_tui.settings import Settings, parse_duration
+from sse_tui.fdlimit import ensure_descriptors
+from sse_tui.settings import Settings, UsageError, parse_duration
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 MAX_DURATION_S = 600.0
 MAX_RUNS = 20
+SAMPLE_INTERVAL_S = 0.2  # memory and open streams, and the workers' CPU
+WORKER_REPORT_TIMEOUT_S = 30.0  # a worker's start-up: a new interpreter and its imports
 
 
 def proc_cpu_s(pid: int | None) -> float:
@@ -47,6 +53,94 @@ def proc_cpu_s(pid: int | None) -> float:
     except OSError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def rss_kb(pid: int | None) -> int:
+    """VmRSS of a process in kB (/proc counts 1024 bytes), 0 when it is gone."""
+    if pid is None:
+        return 0
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+@dataclass
+class Memory:
+    """What the generator processes held while the run went: the highest total RSS and the
+    most streams open at once (not necessarily sampled at the same moment), against what the
+    processes held before any stream was opened."""
+
+    baseline_kb: int
+    peak_kb: int = 0
+    peak_open: int = 0
+    # This process alone: with workers the coordinator, which combines their snapshots.
+    own_peak_kb: int = 0
+
+    def sample(self, total_kb: int, open_streams: int, own_kb: int) -> None:
+        self.peak_kb = max(self.peak_kb, total_kb)
+        self.peak_open = max(self.peak_open, open_streams)
+        self.own_peak_kb = max(self.own_peak_kb, own_kb)
+
+    def figures(self) -> dict[str, float]:
+        grown_kb = max(0, self.peak_kb - self.baseline_kb)
+        return {
+            "peak_open": self.peak_open,
+            "rss_peak_mb": self.peak_kb / 1024,
+            "rss_baseline_mb": self.baseline_kb / 1024,
+            "rss_own_peak_mb": self.own_peak_kb / 1024,
+            "rss_per_conn_kb": grown_kb / self.peak_open if self.peak_open else float("nan"),
+        }
+
+
+def open_streams(engine: LoadEngine) -> int:
+    """Streams the in-process engine has open now: opened minus closed over its phases
+    (a stream opened in one phase may close in the next). Read from the sampling thread
+    while the loop increments them: each int read is atomic, the sum may be off by the few
+    streams that changed in between."""
+    phases = list(engine._phases)  # the benchmark reads them, never writes
+    return sum(p.connections_opened - p.connections_closed for p in phases)
+
+
+def sample_every(interval_s: float, sample: Callable[[], None]) -> Callable[[], None]:
+    """Call `sample` every `interval_s` on a thread (so that a busy event loop does not delay
+    it) until the returned stop function is called; stop takes one last sample."""
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.wait(interval_s):
+            sample()
+
+    thread = threading.Thread(target=loop, daemon=True, name="bench-memory")
+    thread.start()
+
+    def stop_and_join() -> None:
+        stop.set()
+        thread.join(5.0)
+        sample()
+
+    return stop_and_join
+
+
+def run_in_process(settings: Settings, baseline_kb: int) -> tuple[Any, Memory]:
+    """The run in this process, its memory sampled from a thread meanwhile."""
+    engine = LoadEngine(settings)
+    memory = Memory(baseline_kb)
+    me = os.getpid()
+
+    def sample() -> None:
+        own = rss_kb(me)
+        memory.sample(own, open_streams(engine), own)
+
+    stop = sample_every(SAMPLE_INTERVAL_S, sample)
+    try:
+        snap = asyncio.run(engine.run())
+    finally:
+        stop()
+    return snap, memory
 
 
 def cpu_model() -> str:
@@ -68,19 +162,24 @@ def machine_line() -> str:
             f"{load5:.2f} (5 min) at start")
 
 
-def run_once(args: argparse.Namespace, go_binary: Path | None, index: int) -> dict[str, Any]:
+def run_once(args: argparse.Namespace, go_binary: Path | None, index: int,
+             baseline_kb: int) -> dict[str, Any]:
     with BenchStack(args.adapter_used, go_binary) as stack:
         settings = Settings(mode="both", redis=stack.redis_address, sse=stack.sse_url,
                             conversations=args.conversations, tokens=args.tokens,
                             delay_ms=args.delay, duration_s=args.duration,
                             transport=args.transport, run_id=f"bench-{index}",
                             workers=args.workers)
+        # A socket per stream: raise the soft descriptor limit as the CLI does (the
+        # workers inherit it), or fail up front rather than with EMFILE mid-run.
+        ensure_descriptors(settings)
         redis0, adapter0 = proc_cpu_s(stack.redis_pid), proc_cpu_s(stack.adapter_pid)
         cpu0, wall0 = time.process_time() + children_cpu_s(), time.monotonic()
+        worst_lag: float | None
         if args.workers > 1:
-            snap, busy, worst_lag = run_pool(settings, args.duration)
+            snap, busy, worst_lag, memory = run_pool(settings, args.duration, baseline_kb)
         else:
-            snap = asyncio.run(LoadEngine(settings).run())
+            snap, memory = run_in_process(settings, baseline_kb)
         # The workers' CPU (start-up included: ~0.3 s each) once they have exited.
         cpu = time.process_time() + children_cpu_s() - cpu0
         wall = time.monotonic() - wall0
@@ -113,6 +212,7 @@ def run_once(args: argparse.Namespace, go_binary: Path | None, index: int) -> di
         "busy_min": min(busy),  # the least busy process's CPU %: are all of them working?
         "worst_lag_p99": worst_lag if worst_lag is not None else (
             lag.p99 if lag else float("nan")),
+        **memory.figures(),
     }
 
 
@@ -122,26 +222,38 @@ def children_cpu_s() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def run_pool(settings: Settings, duration_s: float) -> tuple[Any, list[float], float]:
+def run_pool(settings: Settings, duration_s: float,
+             baseline_kb: int) -> tuple[Any, list[float], float, Memory]:
     """The run in `settings.workers` engine processes: its combined final snapshot, each
-    worker's CPU % while it ran (sampled from /proc), and the worst worker's loop lag p99."""
+    worker's CPU % while it ran (sampled from /proc), the worst worker's loop lag p99, and
+    the memory of the workers plus this coordinator."""
     pool = WorkerPool(settings)
     pool.start()
     t0 = time.monotonic()
     pids = pool.pids()
+    # Each worker's baseline: its RSS once its engine runs (its first report), before its
+    # streams open: a new interpreter with its imports, like this process's own baseline.
+    pool.wait_reported(WORKER_REPORT_TIMEOUT_S)
+    memory = Memory(baseline_kb + sum(rss_kb(pid) for pid in pids))
+    me = os.getpid()
     cpu = [0.0] * len(pids)
     elapsed = 0.0
     try:
         while not pool.finished and time.monotonic() - t0 < duration_s + 60:
             cpu = [proc_cpu_s(pid) or c for pid, c in zip(pids, cpu, strict=True)]
+            total = pool.snapshot().total  # combined as the workers report (every 0.25 s)
+            own = rss_kb(me)
+            memory.sample(own + sum(rss_kb(pid) for pid in pids),
+                          total.connections_opened - total.connections_closed, own)
             elapsed = time.monotonic() - t0
-            time.sleep(0.2)
+            time.sleep(SAMPLE_INTERVAL_S)
         snap = pool.join(60)
         workers = pool.worker_snapshots()
     finally:
         pool.close()
     lags = [w.loop_lag_total.summary.p99 for w in workers if w.loop_lag_total is not None]
-    return snap, [100 * c / max(elapsed, 1e-9) for c in cpu], max(lags, default=float("nan"))
+    return (snap, [100 * c / max(elapsed, 1e-9) for c in cpu],
+            max(lags, default=float("nan")), memory)
 
 
 ROWS = [
@@ -165,7 +277,18 @@ ROWS = [
     ("1 s windows judged", "windows", "{:.0f}"),
     ("overloaded s (self-check)", "overloaded_s", "{:.1f}"),
     ("overloaded % of the run", "overloaded_pct", "{:.0f}"),
+    ("peak open connections", "peak_open", "{:.0f}"),
+    ("generator RSS peak MB", "rss_peak_mb", "{:.1f}"),
+    ("generator RSS baseline MB", "rss_baseline_mb", "{:.1f}"),
+    ("this process RSS peak MB", "rss_own_peak_mb", "{:.1f}"),
+    ("RSS per open connection KB", "rss_per_conn_kb", "{:.1f}"),
 ]
+MEMORY_NOTE = (
+    "memory: VmRSS from /proc (MB = 1024 kB), sampled every {interval:g} s with the open "
+    "streams (opened - closed); RSS peak = highest sum over the generator processes ({who}), "
+    "this process's apart; "
+    "baseline = {baseline}; per open connection = (RSS peak - baseline) / peak open "
+    "connections (the two peaks need not coincide)")
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -193,6 +316,18 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return args
 
 
+def memory_note(workers: int) -> str:
+    """How the memory rows are computed, printed under the table."""
+    if workers > 1:
+        who = f"the {workers} workers and this coordinator"
+        baseline = ("this process before the first run (Python + imports) plus each "
+                    "worker's RSS at its first report, before its streams open")
+    else:
+        who = "this process, the engine runs in it"
+        baseline = "this process before the first run (Python + imports)"
+    return MEMORY_NOTE.format(interval=SAMPLE_INTERVAL_S, who=who, baseline=baseline)
+
+
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     try:
@@ -217,9 +352,11 @@ def main(argv: list[str]) -> int:
             print(f"adapter: Go ({src}, {go_version}; {why})")
         else:
             print(f"adapter: Python sandbox adapter (sse_tui.sandbox.adapter; {why})")
+        # Python and its imports, before any run: what every figure of memory grows from.
+        baseline_kb = rss_kb(os.getpid())
         try:
-            results = [run_once(args, go_binary, i) for i in range(args.runs)]
-        except StackError as e:
+            results = [run_once(args, go_binary, i, baseline_kb) for i in range(args.runs)]
+        except (StackError, UsageError) as e:
             print(f"bench_engine: {e}", file=sys.stderr)
             return 2
     print(f"everything (generator, redis-server, adapter) shares these CPUs; load average "
@@ -230,6 +367,7 @@ def main(argv: list[str]) -> int:
         values = [float(r[key]) for r in results]
         cells = "".join(f"{fmt.format(v):>10}" for v in values)
         print(f"{label:30}{cells}{fmt.format(statistics.median(values)):>10}")
+    print(memory_note(args.workers))
     overloaded = [(i + 1, r) for i, r in enumerate(results) if r["overloaded_s"]]
     verdict = ("not the bottleneck: no 1 s window crossed the self-check's limits"
                if not overloaded else
