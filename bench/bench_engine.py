@@ -15,7 +15,6 @@ Bounded: runs x duration, plus a few seconds of start-up and drain each.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import platform
 import resource
@@ -32,6 +31,7 @@ from typing import Any
 
 from stack import BenchStack, StackError, build_go_adapter, choose_adapter
 
+from sse_tui.engine import loops
 from sse_tui.engine.engine import LoadEngine
 from sse_tui.engine.workers import WorkerPool
 from sse_tui.fdlimit import ensure_descriptors
@@ -137,7 +137,7 @@ def run_in_process(settings: Settings, baseline_kb: int) -> tuple[Any, Memory]:
 
     stop = sample_every(SAMPLE_INTERVAL_S, sample)
     try:
-        snap = asyncio.run(engine.run())
+        snap = loops.run(engine.run())
     finally:
         stop()
     return snap, memory

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, TextIO
 
 from sse_tui import slo
 from sse_tui.distributions import shown
+from sse_tui.engine import loops
 from sse_tui.engine.engine import LoadEngine
 from sse_tui.engine.workers import WorkerPool, plan_workers
 from sse_tui.files import WriteError, is_stdout
@@ -71,7 +72,7 @@ def run_headless(settings: Settings, *, json_path: str | None = None, follow_red
     err = out if json_path == "-" else Lines(sys.stderr)
     # --workers 0: the CPUs this process may use; what the run can share (the JSON says).
     settings = settings.with_changes(workers=plan_workers(settings, follow_redis=follow_redis))
-    return asyncio.run(_run(settings, json_path, follow_redis, interval_s, out, err, outputs))
+    return loops.run(_run(settings, json_path, follow_redis, interval_s, out, err, outputs))
 
 
 def end_of_run(snap: StatsSnapshot, json_path: str | None, out: Lines, err: Lines,

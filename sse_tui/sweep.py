@@ -25,6 +25,7 @@ from collections.abc import Sequence
 
 from sse_tui.capacity import MAX_CONVERSATIONS, check_capacity
 from sse_tui.cli_args import CliOptions
+from sse_tui.engine import loops
 from sse_tui.engine.engine import LoadEngine
 from sse_tui.fdlimit import ensure_descriptors
 from sse_tui.files import WriteError, is_stdout, write_private_atomically
@@ -122,7 +123,7 @@ def run_sweep(options: CliOptions) -> int:
         if sandbox.nats_url is not None and "nats" not in options.explicit:
             settings = settings.with_changes(nats=sandbox.nats_url)  # the per-hop tap, as --demo
     try:
-        results, answer = asyncio.run(_search(settings, plan, out, err))
+        results, answer = loops.run(_search(settings, plan, out, err))
     finally:
         if sandbox is not None:
             sandbox.stop()

@@ -37,6 +37,7 @@ from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection
 from typing import Any
 
+from sse_tui.engine import loops
 from sse_tui.engine.engine import LoadEngine
 from sse_tui.engine.messages import (
     Command,
@@ -370,7 +371,7 @@ def _child_main(conn: Connection, settings: Settings, follow_redis: bool,
     if start_together is not None:
         with contextlib.suppress(threading.BrokenBarrierError):  # a worker that died
             start_together.wait(START_TOGETHER_TIMEOUT_S)
-    asyncio.run(_serve(conn, settings, follow_redis, push_interval_s, worker))
+    loops.run(_serve(conn, settings, follow_redis, push_interval_s, worker))
     conn.close()
 
 
