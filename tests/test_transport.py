@@ -508,6 +508,45 @@ def test_chunked_decoder_byte_by_byte() -> None:
     assert decoder.done
 
 
+@pytest.mark.parametrize(("read", "fast"), [
+    (b"5\r\nhello\r\n", b"hello"),
+    (b"1A\r\n" + b"x" * 26 + b"\r\n", b"x" * 26),
+    (b"5;a=b\r\nhello\r\n", None),  # an extension: the general path
+    (b"+5\r\nhello\r\n", None),
+    (b"0x5\r\nhello\r\n", None),
+    (b" 5\r\nhello\r\n", None),
+    (b"5\r\nhello\r\n3\r\nabc\r\n", None),  # more than one chunk
+    (b"5\r\nhell", None),  # not all of it yet
+    (b"5\r\nhelloXX", None),  # no CRLF after the data
+    (b"0\r\n\r\n", None),  # the last chunk
+])
+def test_one_whole_chunk_fast_path_takes_only_what_it_should(read: bytes,
+                                                             fast: bytes | None) -> None:
+    assert raw_mod._one_whole_chunk(read) == fast
+
+
+def test_chunked_decoder_gives_the_same_bytes_however_the_reads_fall() -> None:
+    """Whole-chunk reads (the fast path) and reads split anywhere (the general path) mix."""
+    import random
+
+    rng = random.Random(7)
+    pieces = [bytes([rng.randrange(256)]) * rng.randrange(1, 300) for _ in range(200)]
+    wire = b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in pieces) + b"0\r\n\r\n"
+    for _ in range(20):
+        decoder = raw_mod._ChunkedBody()
+        out, pos = [], 0
+        while pos < len(wire):
+            # Reads split anywhere: now and then one holds exactly one chunk (fast path).
+            step = rng.randrange(1, 600)
+            out.append(decoder.decode(wire[pos:pos + step]))
+            pos += step
+        assert b"".join(out) == b"".join(pieces)
+        assert decoder.done
+    decoder = raw_mod._ChunkedBody()  # every read one whole chunk: the fast path throughout
+    chunks = [b"%x\r\n%s\r\n" % (len(p), p) for p in pieces]
+    assert b"".join(decoder.decode(c) for c in chunks) == b"".join(pieces)
+
+
 def test_chunked_decoder_all_at_once_ignores_bytes_after_the_end() -> None:
     decoder = raw_mod._ChunkedBody()
     assert decoder.decode(b"3\r\nabc\r\n0\r\n\r\nHTTP/1.1 200 OK") == b"abc"

@@ -443,7 +443,9 @@ class Conversation:
 
     def _on_token(self, ev: SSEEvent) -> bool:
         """Count one token; True when it is the done token."""
-        token = parse_token(ev.data, self.conversation_id, self._max_sequence())
+        publish = self.publish
+        token = parse_token(ev.data, self.conversation_id,
+                            MAX_SEQUENCE if publish is None else publish.total)
         if isinstance(token, Rejected):
             self._error(token.kind, token.detail)
             return False
@@ -452,23 +454,24 @@ class Conversation:
             self._establish()
         if self.stream is not self._stream_seen:  # the first token of this stream
             self._on_new_stream()
-        phase = self.hooks.phase
+        hooks = self.hooks
+        phase = hooks.phase
         rx = ev.received_ns
         self.last_event_id = ev.id
         tracker = self.tracker
-        before_dup, before_ooo = tracker.duplicated, tracker.out_of_order
-        tracker.receive(seq, done)
+        before_ooo = tracker.out_of_order
+        fresh = tracker.receive(seq, done)
         # Counted right after the tracker, so that whatever fails later in this token's
         # path, the token is in both or in neither: the accounting invariant holds.
         phase.tokens_received += 1
-        if tracker.duplicated != before_dup:
+        if not fresh:
             phase.tokens_duplicated += 1
         else:
             if tracker.out_of_order != before_ooo:
                 phase.tokens_out_of_order += 1
             if self.hop is not None:  # --nats: its NATS -> SSE hop
-                self.hop.on_sse(seq, ev.received_ns, phase)
-        shift = self.hooks.ts_shift_ns
+                self.hop.on_sse(seq, rx, phase)
+        shift = hooks.ts_shift_ns
         lat_us = (rx - ts - shift) // 1000
         if lat_us >= 0:
             phase.latency.record(lat_us)
@@ -486,7 +489,7 @@ class Conversation:
             loop_now_us = (asyncio.get_running_loop().time() - self.started_mono) * 1e6
             phase.first_token.record(int(loop_now_us))
         self.last_received_ns = self.last_activity_ns = rx
-        self.hooks.on_latency(lat_us)
+        hooks.on_latency(lat_us)
         return done
 
     def _max_sequence(self) -> int:

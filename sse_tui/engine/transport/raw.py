@@ -113,6 +113,10 @@ class _ChunkedBody:
         if self._buf:
             data = self._buf + data
             self._buf = b""
+        elif self._state == self._SIZE:
+            whole = _one_whole_chunk(data)
+            if whole is not None:
+                return whole
         out: list[bytes] = []
         pos, end = 0, len(data)
         while pos < end and not self.done:
@@ -147,6 +151,25 @@ class _ChunkedBody:
             self._state = self._SIZE
         elif not line:  # the blank line that ends the trailer section
             self.done = True
+
+
+_HEX_DIGITS = b"0123456789abcdefABCDEF"
+
+
+def _one_whole_chunk(data: bytes) -> bytes | None:
+    """The data of `data` when it is exactly one complete non-empty chunk, `<hex>\r\n<data>\r\n`
+    with no extension: what a streaming server writes per flush, so nearly every read of a
+    token stream. None for anything else, which the general path then takes."""
+    nl = data.find(b"\r\n", 0, 18)
+    if nl <= 0:
+        return None
+    size_hex = data[:nl]
+    if size_hex.strip(_HEX_DIGITS):  # not hex digits alone (an extension, a sign, spaces)
+        return None
+    end = nl + 2 + int(size_hex, 16)
+    if end == nl + 2 or len(data) != end + 2 or data[end:] != b"\r\n":
+        return None
+    return data[nl + 2:end]
 
 
 class _LengthBody:
