@@ -34,7 +34,7 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
@@ -105,12 +105,9 @@ class PublishState:
         return self.published >= self.total
 
 
-class _Token(NamedTuple):
-    """One token in a pipeline: its conversation, sequence and intended time (loop)."""
-
-    state: PublishState
-    seq: int
-    due: float
+# One token in a pipeline: its conversation, sequence and intended time (loop). A plain tuple,
+# made once per token: a NamedTuple's constructor costs ~0.2 µs, a tuple's next to nothing.
+_Token = tuple["PublishState", int, float]
 
 
 class TokenPublisher:
@@ -305,6 +302,7 @@ class TokenPublisher:
         more: list[tuple[float, int, PublishState, int]] = []
         # With no delay there is no schedule to catch up with (unless a trace gives one).
         chain = self._delay_ms > 0 or not self.delay_dist.fixed
+        interval = self.interval_s
         while len(batch) < self._max_pipeline:
             if more and (not heap or more[0][0] <= heap[0][0]):
                 if more[0][0] > horizon:
@@ -318,9 +316,9 @@ class TokenPublisher:
                 states.append(s)
             else:
                 break
-            batch.append(_Token(s, seq, due))
+            batch.append((s, seq, due))
             if chain or s.gaps_s is not None:
-                s.following = due + self._gap_after(s, seq)
+                s.following = due + (interval() if s.gaps_s is None else self._gap_after(s, seq))
                 # A retried token goes alone: its backlog follows once it went through.
                 if s.following <= horizon and seq < s.total and seq > s.failed_seq:
                     self._tiebreak += 1
