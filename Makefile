@@ -24,7 +24,7 @@ test: $(STAMP) lint
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)
-	$(BIN)/python bench/bench_engine.py
+	$(BIN)/python bench/bench_engine.py --workers 1,all
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info dist

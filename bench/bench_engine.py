@@ -31,6 +31,7 @@ from typing import Any
 
 from stack import BenchStack, StackError, build_go_adapter, choose_adapter
 
+from sse_tui.cpus import usable_cpus
 from sse_tui.engine import loops
 from sse_tui.engine.engine import LoadEngine
 from sse_tui.engine.workers import WorkerPool
@@ -163,27 +164,32 @@ def machine_line() -> str:
 
 
 def run_once(args: argparse.Namespace, go_binary: Path | None, index: int,
-             baseline_kb: int) -> dict[str, Any]:
+             workers: int) -> dict[str, Any]:
+    # This process before the run (Python, imports, and what earlier runs left): what the
+    # run's memory grows from.
+    baseline_kb = rss_kb(os.getpid())
     with BenchStack(args.adapter_used, go_binary) as stack:
         settings = Settings(mode="both", redis=stack.redis_address, sse=stack.sse_url,
                             conversations=args.conversations, tokens=args.tokens,
                             delay_ms=args.delay, duration_s=args.duration,
                             transport=args.transport, run_id=f"bench-{index}",
-                            workers=args.workers)
+                            workers=workers)
         # A socket per stream: raise the soft descriptor limit as the CLI does (the
         # workers inherit it), or fail up front rather than with EMFILE mid-run.
         ensure_descriptors(settings)
         redis0, adapter0 = proc_cpu_s(stack.redis_pid), proc_cpu_s(stack.adapter_pid)
         cpu0, wall0 = time.process_time() + children_cpu_s(), time.monotonic()
         worst_lag: float | None
-        if args.workers > 1:
-            snap, busy, worst_lag, memory = run_pool(settings, args.duration, baseline_kb)
+        startup_cpu = 0.0
+        if workers > 1:
+            snap, busy, worst_lag, memory, startup_cpu = run_pool(settings, args.duration,
+                                                                  baseline_kb)
         else:
             snap, memory = run_in_process(settings, baseline_kb)
-        # The workers' CPU (start-up included: ~0.3 s each) once they have exited.
-        cpu = time.process_time() + children_cpu_s() - cpu0
+        # The workers' CPU once they have exited, net of their start-up.
+        cpu = time.process_time() + children_cpu_s() - cpu0 - startup_cpu
         wall = time.monotonic() - wall0
-        if args.workers <= 1:
+        if workers <= 1:
             busy, worst_lag = [100 * cpu / wall], None
         redis = proc_cpu_s(stack.redis_pid) - redis0
         adapter = proc_cpu_s(stack.adapter_pid) - adapter0
@@ -223,10 +229,10 @@ def children_cpu_s() -> float:
 
 
 def run_pool(settings: Settings, duration_s: float,
-             baseline_kb: int) -> tuple[Any, list[float], float, Memory]:
+             baseline_kb: int) -> tuple[Any, list[float], float, Memory, float]:
     """The run in `settings.workers` engine processes: its combined final snapshot, each
-    worker's CPU % while it ran (sampled from /proc), the worst worker's loop lag p99, and
-    the memory of the workers plus this coordinator."""
+    worker's CPU % while it ran (sampled from /proc), the worst worker's loop lag p99, the
+    memory of the workers plus this coordinator, and the workers' CPU before their run."""
     pool = WorkerPool(settings)
     pool.start()
     t0 = time.monotonic()
@@ -235,6 +241,9 @@ def run_pool(settings: Settings, duration_s: float,
     # streams open: a new interpreter with its imports, like this process's own baseline.
     pool.wait_reported(WORKER_REPORT_TIMEOUT_S)
     memory = Memory(baseline_kb + sum(rss_kb(pid) for pid in pids))
+    # Their start-up (a new interpreter and its imports, ~0.3 s of CPU each): not the run's
+    # cost, as this process's own imports are not either.
+    startup_cpu = sum(proc_cpu_s(pid) for pid in pids)
     me = os.getpid()
     cpu = [0.0] * len(pids)
     elapsed = 0.0
@@ -253,7 +262,7 @@ def run_pool(settings: Settings, duration_s: float,
         pool.close()
     lags = [w.loop_lag_total.summary.p99 for w in workers if w.loop_lag_total is not None]
     return (snap, [100 * c / max(elapsed, 1e-9) for c in cpu],
-            max(lags, default=float("nan")), memory)
+            max(lags, default=float("nan")), memory, startup_cpu)
 
 
 ROWS = [
@@ -299,8 +308,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--duration", type=parse_duration, default=10.0)
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--transport", default="raw", choices=("raw", "httpx"))
-    p.add_argument("--workers", type=int, default=1,
-                   help="engine processes sharing the load (sse-tui --workers)")
+    p.add_argument("--workers", type=worker_counts, default=[1], metavar="N[,N...]",
+                   help="engine processes sharing the load (sse-tui --workers); several, "
+                        "e.g. 1,all (all = the CPUs this process may use), run each in turn "
+                        "and add a table comparing their medians")
     p.add_argument("--adapter", default="auto", choices=("auto", "go", "python"),
                    help="SSE adapter: auto = Go when it can be built here, else Python")
     p.add_argument("--go-adapter", metavar="PATH",
@@ -316,16 +327,66 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return args
 
 
+def engine_loop_name() -> str:
+    """The event loop the engine runs on here (sse_tui.engine.loops: uvloop if installed)."""
+    loop = loops.new_loop()
+    try:
+        return loops.loop_name(loop)
+    finally:
+        loop.close()
+
+
+def worker_counts(text: str) -> list[int]:
+    """`1`, `2` or `1,all`: the worker counts to run (all = usable CPUs, as sse-tui's 0)."""
+    counts = []
+    for part in text.split(","):
+        part = part.strip().lower()
+        n = usable_cpus() if part in ("all", "0") else int(part) if part.isdigit() else -1
+        if n < 1:
+            raise argparse.ArgumentTypeError(f"not a worker count: {part!r} (N or all)")
+        if n not in counts:
+            counts.append(n)
+    return counts
+
+
 def memory_note(workers: int) -> str:
     """How the memory rows are computed, printed under the table."""
     if workers > 1:
         who = f"the {workers} workers and this coordinator"
-        baseline = ("this process before the first run (Python + imports) plus each "
-                    "worker's RSS at its first report, before its streams open")
+        baseline = ("this process before the run (Python + imports + what earlier runs "
+                    "left) plus each worker's RSS at its first report, before its streams "
+                    "open")
     else:
         who = "this process, the engine runs in it"
-        baseline = "this process before the first run (Python + imports)"
+        baseline = "this process before the run (Python + imports + what earlier runs left)"
     return MEMORY_NOTE.format(interval=SAMPLE_INTERVAL_S, who=who, baseline=baseline)
+
+
+# The rows of the comparison table, when several worker counts ran (their medians).
+COMPARED = ("received_per_s", "cpu_us_per_token", "rss_per_conn_kb", "rss_peak_mb", "lat_p50",
+            "lat_p99", "worst_lag_p99", "busy_min", "overloaded_pct", "missing")
+
+
+def print_table(results: list[dict[str, Any]], workers: int) -> None:
+    header = f"{'':30}" + "".join(f"{'run ' + str(i + 1):>10}" for i in range(len(results)))
+    print(header + f"{'median':>10}")
+    for label, key, fmt in ROWS:
+        values = [float(r[key]) for r in results]
+        cells = "".join(f"{fmt.format(v):>10}" for v in values)
+        print(f"{label:30}{cells}{fmt.format(statistics.median(values)):>10}")
+    print(memory_note(workers))
+
+
+def print_comparison(by_count: dict[int, list[dict[str, Any]]]) -> None:
+    print("medians by worker count:")
+    print(f"{'':30}" + "".join(f"{str(n) + ' worker' + ('s' if n > 1 else ''):>12}"
+                               for n in by_count))
+    for label, key, fmt in ROWS:
+        if key in COMPARED:
+            cells = "".join(
+                f"{fmt.format(statistics.median(float(r[key]) for r in results)):>12}"
+                for results in by_count.values())
+            print(f"{label:30}{cells}")
 
 
 def main(argv: list[str]) -> int:
@@ -335,12 +396,13 @@ def main(argv: list[str]) -> int:
     except StackError as e:
         print(f"bench_engine: {e}", file=sys.stderr)
         return 2
+    counts: list[int] = args.workers
     print(machine_line())
     print("command: " + shlex.join(["python", sys.argv[0], *argv]))
     print(f"load: -c {args.conversations} -t {args.tokens} -d {args.delay:g} "
           f"--duration {args.duration:g}s x {args.runs} runs, transport {args.transport}, "
-          f"mode both, {args.workers} engine process(es), each publishing and reading "
-          "its share")
+          f"mode both, {' then '.join(map(str, counts))} engine process(es), each publishing "
+          f"and reading its share; event loop: {engine_loop_name()}")
     with tempfile.TemporaryDirectory(prefix="bench-engine-") as tmp:
         go_binary = None
         if src is not None:
@@ -352,30 +414,34 @@ def main(argv: list[str]) -> int:
             print(f"adapter: Go ({src}, {go_version}; {why})")
         else:
             print(f"adapter: Python sandbox adapter (sse_tui.sandbox.adapter; {why})")
-        # Python and its imports, before any run: what every figure of memory grows from.
-        baseline_kb = rss_kb(os.getpid())
+        by_count: dict[int, list[dict[str, Any]]] = {n: [] for n in counts}
         try:
-            results = [run_once(args, go_binary, i, baseline_kb) for i in range(args.runs)]
+            # Interleaved (1, N, 1, N, ...): a noisy minute then weighs on both alike.
+            for i in range(args.runs):
+                for n in counts:
+                    by_count[n].append(run_once(args, go_binary, i, n))
         except (StackError, UsageError) as e:
             print(f"bench_engine: {e}", file=sys.stderr)
             return 2
     print(f"everything (generator, redis-server, adapter) shares these CPUs; load average "
           f"{os.getloadavg()[0]:.2f} at the end")
-    header = f"{'':30}" + "".join(f"{'run ' + str(i + 1):>10}" for i in range(args.runs))
-    print(header + f"{'median':>10}")
-    for label, key, fmt in ROWS:
-        values = [float(r[key]) for r in results]
-        cells = "".join(f"{fmt.format(v):>10}" for v in values)
-        print(f"{label:30}{cells}{fmt.format(statistics.median(values)):>10}")
-    print(memory_note(args.workers))
-    overloaded = [(i + 1, r) for i, r in enumerate(results) if r["overloaded_s"]]
+    for n, results in by_count.items():
+        if len(counts) > 1:
+            print(f"--- {n} worker{'s' if n > 1 else ''}")
+        print_table(results, n)
+    if len(counts) > 1:
+        print_comparison(by_count)
+    overloaded = [(n, i + 1, r) for n, results in by_count.items()
+                  for i, r in enumerate(results) if r["overloaded_s"]]
+    total = args.runs * len(counts)
     verdict = ("not the bottleneck: no 1 s window crossed the self-check's limits"
                if not overloaded else
-               f"overloaded in {len(overloaded)} of {args.runs} runs: figures from those "
+               f"overloaded in {len(overloaded)} of {total} runs: figures from those "
                "windows include the generator's own delay")
     print(f"verdict: {verdict}")
-    for i, r in overloaded:
-        print(f"  run {i}: {r['warning']}")
+    for n, i, r in overloaded:
+        who = f"{n} workers, run {i}" if len(counts) > 1 else f"run {i}"
+        print(f"  {who}: {r['warning']}")
     return 0 if not overloaded else 1
 
 
