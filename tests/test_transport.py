@@ -458,7 +458,7 @@ async def test_raw_backpressure_pauses_then_delivers_everything() -> None:
         assert isinstance(stream, raw_mod._RawSSEStream)
         # The backlog builds while nobody consumes, until the reader pauses.
         await until(lambda: stream._paused, timeout=WAIT, what="the reader to pause")
-        queued = len(stream._events)
+        queued = len(stream._events or ())
         assert raw_mod._PAUSE_AT_EVENTS <= queued < count
         events = await collect(stream)
     assert [e.id for e in events] == [str(i) for i in range(1, count + 1)]
@@ -592,7 +592,7 @@ async def test_raw_dispatch_hands_over_queued_events_first_then_live_ones() -> N
     async with serve(script) as server:
         stream = await open_(server.url, "raw")
         assert isinstance(stream, raw_mod._RawSSEStream)
-        await until(lambda: len(stream._events) == 1, timeout=WAIT, what="token 1 queued")
+        await until(lambda: len(stream._events or ()) == 1, timeout=WAIT, what="token 1 queued")
         seen: list[SSEEvent] = []
         ended = await asyncio.wait_for(stream.dispatch_to(keep_in(seen)),
                                        WAIT)

@@ -266,7 +266,9 @@ class _RawSSEStream(asyncio.BufferedProtocol):
         self._head_done: asyncio.Future[None] = loop.create_future()
         self._body: _Body = _UntilCloseBody()
         self._parser = SSEParser(max_event_bytes)
-        self._events: deque[SSEEvent] = deque()
+        # Events parsed and not yet read; made when first needed and dropped once a
+        # dispatch_to() handler has drained it (an empty deque is ~760 B, 10 000 streams).
+        self._events: deque[SSEEvent] | None = None
         self._waiter: asyncio.Future[None] | None = None
         self._paused = False
         self._eof = False  # no more events will be added
@@ -326,6 +328,7 @@ class _RawSSEStream(asyncio.BufferedProtocol):
             body = await stream._read_error_body()
             await stream.aclose()
             raise StreamHTTPError(url, stream.status, body, stream.headers.get("content-type", ""))
+        stream.headers = {}  # checked; not kept for the stream's life (~1 KB each)
         return stream
 
     # ---- consumer side
@@ -338,8 +341,7 @@ class _RawSSEStream(asyncio.BufferedProtocol):
         return self
 
     async def __anext__(self) -> SSEEvent:
-        events = self._events
-        while not events:
+        while not self._events:
             if self._error is not None:
                 error, self._error = self._error, None
                 raise error
@@ -350,6 +352,7 @@ class _RawSSEStream(asyncio.BufferedProtocol):
                 await self._waiter
             finally:
                 self._waiter = None
+        events = self._events
         if self._paused and len(events) <= _RESUME_AT_EVENTS:
             self._resume()
         return events.popleft()
@@ -358,10 +361,10 @@ class _RawSSEStream(asyncio.BufferedProtocol):
         """Hand every event to `handler` as it is parsed (inside ``data_received``) until it
         returns True (-> True; the events after it stay queued for iteration) or the stream
         ends (-> False). Raises what iterating would raise, and whatever `handler` raised."""
-        events = self._events
-        while events:  # parsed before the handler was given: theirs first, in order
-            if handler(events.popleft()):
+        while self._events:  # parsed before the handler was given: theirs first, in order
+            if handler(self._events.popleft()):
                 return True
+        self._events = None  # from here on the handler takes every event
         self._handler = handler
         self._dispatched = self._loop.create_future()
         self._resume()
@@ -467,9 +470,10 @@ class _RawSSEStream(asyncio.BufferedProtocol):
                 if self._handler is not None:
                     self._dispatch(events)
                 else:
-                    self._events.extend(events)
+                    queued = self._queue()
+                    queued.extend(events)
                     self._wake()
-                    if len(self._events) >= _PAUSE_AT_EVENTS and not self._paused:
+                    if len(queued) >= _PAUSE_AT_EVENTS and not self._paused:
                         self._pause()
         if self._body.done:
             # A complete response is a normal end of stream.
@@ -482,6 +486,11 @@ class _RawSSEStream(asyncio.BufferedProtocol):
         if self._transport is not None and not self._transport.is_closing():
             self._paused = True
             self._transport.pause_reading()
+
+    def _queue(self) -> deque[SSEEvent]:
+        if self._events is None:
+            self._events = deque()
+        return self._events
 
     def _resume(self) -> None:
         if self._paused:
@@ -502,7 +511,7 @@ class _RawSSEStream(asyncio.BufferedProtocol):
                 return
             if stop:
                 self._handler = None
-                self._events.extend(events[i + 1:])
+                self._queue().extend(events[i + 1:])
                 if not self._dispatched.done():
                     self._dispatched.set_result(True)
                 return
