@@ -56,6 +56,20 @@ def proc_cpu_s(pid: int | None) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def pss_kb(pid: int | None) -> int:
+    """Proportional set size in kB: each page shared by k processes (the interpreter, shared
+    libraries) counts 1/k in each, so a sum over processes counts it once. 0 when gone."""
+    if pid is None:
+        return 0
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
 def rss_kb(pid: int | None) -> int:
     """VmRSS of a process in kB (/proc counts 1024 bytes), 0 when it is gone."""
     if pid is None:
@@ -80,9 +94,11 @@ class Memory:
     peak_open: int = 0
     # This process alone: with workers the coordinator, which combines their snapshots.
     own_peak_kb: int = 0
+    pss_peak_kb: int = 0  # the highest PSS summed over the processes
 
-    def sample(self, total_kb: int, open_streams: int, own_kb: int) -> None:
+    def sample(self, total_kb: int, open_streams: int, own_kb: int, pss_total_kb: int) -> None:
         self.peak_kb = max(self.peak_kb, total_kb)
+        self.pss_peak_kb = max(self.pss_peak_kb, pss_total_kb)
         self.peak_open = max(self.peak_open, open_streams)
         self.own_peak_kb = max(self.own_peak_kb, own_kb)
 
@@ -93,6 +109,7 @@ class Memory:
             "rss_peak_mb": self.peak_kb / 1024,
             "rss_baseline_mb": self.baseline_kb / 1024,
             "rss_own_peak_mb": self.own_peak_kb / 1024,
+            "pss_peak_mb": self.pss_peak_kb / 1024,
             "rss_per_conn_kb": grown_kb / self.peak_open if self.peak_open else float("nan"),
         }
 
@@ -134,7 +151,7 @@ def run_in_process(settings: Settings, baseline_kb: int) -> tuple[Any, Memory]:
 
     def sample() -> None:
         own = rss_kb(me)
-        memory.sample(own, open_streams(engine), own)
+        memory.sample(own, open_streams(engine), own, pss_kb(me))
 
     stop = sample_every(SAMPLE_INTERVAL_S, sample)
     try:
@@ -253,7 +270,8 @@ def run_pool(settings: Settings, duration_s: float,
             total = pool.snapshot().total  # combined as the workers report (every 0.25 s)
             own = rss_kb(me)
             memory.sample(own + sum(rss_kb(pid) for pid in pids),
-                          total.connections_opened - total.connections_closed, own)
+                          total.connections_opened - total.connections_closed, own,
+                          pss_kb(me) + sum(pss_kb(pid) for pid in pids))
             elapsed = time.monotonic() - t0
             time.sleep(SAMPLE_INTERVAL_S)
         snap = pool.join(60)
@@ -290,6 +308,7 @@ ROWS = [
     ("generator RSS peak MB", "rss_peak_mb", "{:.1f}"),
     ("generator RSS baseline MB", "rss_baseline_mb", "{:.1f}"),
     ("this process RSS peak MB", "rss_own_peak_mb", "{:.1f}"),
+    ("generator PSS peak MB", "pss_peak_mb", "{:.1f}"),
     ("RSS per open connection KB", "rss_per_conn_kb", "{:.1f}"),
 ]
 MEMORY_NOTE = (
@@ -297,7 +316,8 @@ MEMORY_NOTE = (
     "streams (opened - closed); RSS peak = highest sum over the generator processes ({who}), "
     "this process's apart; "
     "baseline = {baseline}; per open connection = (RSS peak - baseline) / peak open "
-    "connections (the two peaks need not coincide)")
+    "connections (the two peaks need not coincide); PSS = the same sum of proportional set "
+    "sizes, where a page the processes share (interpreter, libraries) counts once")
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -363,7 +383,8 @@ def memory_note(workers: int) -> str:
 
 
 # The rows of the comparison table, when several worker counts ran (their medians).
-COMPARED = ("received_per_s", "cpu_us_per_token", "rss_per_conn_kb", "rss_peak_mb", "lat_p50",
+COMPARED = ("received_per_s", "cpu_us_per_token", "rss_per_conn_kb", "rss_peak_mb",
+            "pss_peak_mb", "lat_p50",
             "lat_p99", "worst_lag_p99", "busy_min", "overloaded_pct", "missing")
 
 
