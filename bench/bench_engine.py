@@ -56,14 +56,14 @@ def proc_cpu_s(pid: int | None) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
-def pss_kb(pid: int | None) -> int:
-    """Proportional set size in kB: each page shared by k processes (the interpreter, shared
-    libraries) counts 1/k in each, so a sum over processes counts it once. 0 when gone."""
+def _proc_kb(pid: int | None, name: str, key: str) -> int:
+    """The `key:` line of /proc/<pid>/<name> in kB (/proc counts 1024 bytes), 0 when the
+    process is gone."""
     if pid is None:
         return 0
     try:
-        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-            if line.startswith("Pss:"):
+        for line in Path(f"/proc/{pid}/{name}").read_text().splitlines():
+            if line.startswith(key):
                 return int(line.split()[1])
     except (OSError, ValueError, IndexError):
         pass
@@ -71,16 +71,13 @@ def pss_kb(pid: int | None) -> int:
 
 
 def rss_kb(pid: int | None) -> int:
-    """VmRSS of a process in kB (/proc counts 1024 bytes), 0 when it is gone."""
-    if pid is None:
-        return 0
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    except (OSError, ValueError, IndexError):
-        pass
-    return 0
+    return _proc_kb(pid, "status", "VmRSS:")
+
+
+def pss_kb(pid: int | None) -> int:
+    """Proportional set size: each page shared by k processes (the interpreter, shared
+    libraries) counts 1/k in each, so a sum over processes counts it once."""
+    return _proc_kb(pid, "smaps_rollup", "Pss:")
 
 
 @dataclass
