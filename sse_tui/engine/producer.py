@@ -41,7 +41,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from sse_tui.distributions import distribution_of
-from sse_tui.engine.resp_publish import RespPublisher, publish_head, supports
+from sse_tui.engine.resp_publish import RespPublisher, pack_publish, publish_head, supports
 
 # The words the simulated LLM "generates": short, ASCII, cheap to encode.
 _WORDS = ("the", " quick", " brown", " fox", " jumps", " over", " a", " lazy", " dog", ".",
@@ -372,7 +372,7 @@ class TokenPublisher:
                 head = s.resp_head
                 if not head:
                     head = s.resp_head = publish_head(s.channel)
-                parts.append(b"%s$%d\r\n%s\r\n" % (head, len(payload), payload))
+                parts.append(pack_publish(head, payload))
             else:
                 pipe.publish(s.channel, payload)
         sent = self._in_flight_since = loop.time()

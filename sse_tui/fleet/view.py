@@ -13,10 +13,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from rich.text import Text
-from textual.app import ComposeResult
-from textual.containers import Container, Horizontal
 from textual.events import Mount
-from textual.widgets import DataTable, Footer
+from textual.widgets import DataTable
 
 from sse_tui.fleet.handle import FleetHandle
 from sse_tui.fleet.monitor import GeneratorRow
@@ -25,10 +23,6 @@ from sse_tui.tui import app as tui_app
 from sse_tui.tui.app import SseTuiApp
 from sse_tui.tui.format import fmt_int, fmt_ms
 from sse_tui.tui.widgets.consumers import ConsumersPanel
-from sse_tui.tui.widgets.latency import LatencyPanel
-from sse_tui.tui.widgets.phases import PhasesPanel
-from sse_tui.tui.widgets.producer import ProducerPanel
-from sse_tui.tui.widgets.status import StatusLine
 
 # (label, width): fits 80 columns with the panel's border.
 COLUMNS = (("pod/host", 18), ("share", 8), ("live", 4), ("recv/s", 6), ("p99", 6),
@@ -117,15 +111,8 @@ class FleetApp(SseTuiApp):
         self.fleet = handle
         self._closing = False
 
-    def compose(self) -> ComposeResult:
-        yield StatusLine(id="status")
-        with Horizontal(id="top"):
-            yield ProducerPanel(id="producer")
-            yield LatencyPanel(id="latency")
-        with Container(id="bottom"):
-            yield GeneratorsPanel(self.fleet, cap=self.row_cap, id="consumers")
-            yield PhasesPanel(id="phases")
-        yield Footer(compact=True)
+    def rows_panel(self) -> ConsumersPanel:
+        return GeneratorsPanel(self.fleet, cap=self.row_cap, id="consumers")
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "restart":

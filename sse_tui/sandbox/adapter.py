@@ -863,7 +863,8 @@ class Adapter:
 # --- command line ------------------------------------------------------------------------------
 
 
-def _rate(text: str) -> float:
+def unit_rate(text: str) -> float:
+    """An argparse type: a rate within [0, 1] (the sandbox's drop faults)."""
     value = float(text)
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f"a rate must be within [0, 1], got {text}")
@@ -897,14 +898,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--require-header", default="", metavar="'NAME: VALUE'",
                    help="answer 401 to stream requests without this header (auth tests)")
     f = p.add_argument_group("fault injection (see the module docstring for exact semantics)")
-    f.add_argument("--drop-rate", type=_rate, default=0.0)
-    f.add_argument("--dup-rate", type=_rate, default=0.0)
-    f.add_argument("--reorder-rate", type=_rate, default=0.0)
+    f.add_argument("--drop-rate", type=unit_rate, default=0.0)
+    f.add_argument("--dup-rate", type=unit_rate, default=0.0)
+    f.add_argument("--reorder-rate", type=unit_rate, default=0.0)
     f.add_argument("--delay-ms", type=float, default=0.0)
     f.add_argument("--disconnect-after", type=int, default=0, help="0 = never")
     f.add_argument("--resume-skip-bug", action="store_true")
     f.add_argument("--seed", type=int, default=1)
-    f.add_argument("--first-loss-rate", type=_rate, default=0.0,
+    f.add_argument("--first-loss-rate", type=unit_rate, default=0.0,
                    help="share of fresh streams that lose their first token")
     f.add_argument("--gap", type=int, default=0,
                    help="tokens a fresh stream loses in one run, from its 3rd; 0 = never")
@@ -918,7 +919,7 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--interest-delay-ms", type=float, default=0.0,
                    help="with --nats: a new subscription delivers only after this many ms; "
                         "the tokens before are lost (the real system's race)")
-    h.add_argument("--bridge-drop-rate", type=_rate, default=0.0,
+    h.add_argument("--bridge-drop-rate", type=unit_rate, default=0.0,
                    help="the bridge's (sse_tui.sandbox.bridge); not used here")
     h.add_argument("--bridge-delay-ms", type=float, default=0.0,
                    help="the bridge's (sse_tui.sandbox.bridge); not used here")

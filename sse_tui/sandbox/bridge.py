@@ -35,7 +35,12 @@ import orjson
 from nats.aio.client import Client as NatsClient
 from nats.errors import Error as NatsError
 
-from sse_tui.sandbox.adapter import follow_pattern, parse_request_head, simple_response
+from sse_tui.sandbox.adapter import (
+    follow_pattern,
+    parse_request_head,
+    simple_response,
+    unit_rate,
+)
 
 log = logging.getLogger("sse_tui.sandbox.bridge")
 
@@ -215,13 +220,6 @@ async def run(args: argparse.Namespace) -> None:
             await bridge.nc.close()
 
 
-def _rate(text: str) -> float:
-    value = float(text)
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"a rate must be within [0, 1], got {text}")
-    return value
-
-
 def _ms(text: str) -> float:
     value = float(text)
     if not value >= 0:
@@ -238,7 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--channel-prefix", default="llm:tokens:")
     p.add_argument("--host", default="127.0.0.1", help="where /stats is served")
     p.add_argument("--port", type=int, default=0, help="0 = any free port")
-    p.add_argument("--drop-rate", type=_rate, default=0.0)
+    p.add_argument("--drop-rate", type=unit_rate, default=0.0)
     p.add_argument("--delay-ms", type=_ms, default=0.0)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--log-level", default="WARNING")

@@ -258,9 +258,14 @@ class SseTuiApp(App[int]):
             yield ProducerPanel(id="producer")
             yield LatencyPanel(id="latency")
         with Container(id="bottom"):
-            yield ConsumersPanel(cap=self.row_cap, id="consumers")
+            yield self.rows_panel()
             yield PhasesPanel(id="phases")
         yield Footer(compact=True)
+
+    def rows_panel(self) -> ConsumersPanel:
+        """The table of rows under the top panels: one per conversation here (the fleet
+        monitor's: one per generator)."""
+        return ConsumersPanel(cap=self.row_cap, id="consumers")
 
     def on_mount(self) -> None:
         if self.no_color or (
